@@ -1,0 +1,1 @@
+"""MobileNetV2 in JAX/Flax: models, data, training and accounting."""

@@ -1,0 +1,67 @@
+"""MobileNetV1 (Howard et al. 2017), the baseline of the paper's Figure 5."""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mnv2_jax.models import architecture
+from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
+from mnv2_jax.models.layers import batch_norm, conv, kernel_init, relu6
+
+
+class MobileNetV1(nn.Module):
+  """3x3/2 stem conv, 13 depthwise-separable layers, average pool, classifier.
+
+  Each layer is a 3x3 depthwise conv + BN + ReLU6 and a 1x1 conv + BN + ReLU6
+  (ReLU6 as in the official TF-Slim implementation). The width multiplier
+  alpha scales every layer (truncated, at least 8 channels).
+  """
+  num_classes: int = 1000
+  width_multiplier: float = 1.0
+  dropout_rate: float = 0.001  # The official V1 keeps 99.9% before the logits.
+  depthwise_impl: str = 'auto'
+  batch_norm_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    architecture.validate_width_multiplier(self.width_multiplier)
+    architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
+    if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+      raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
+    super().__post_init__()
+
+  @property
+  def spec(self) -> architecture.MobileNetV1Spec:
+    return architecture.mobilenet_v1_spec(self.width_multiplier)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False, return_endpoints: bool = False):
+    if images.ndim != 4:
+      raise ValueError(f'images must be NHWC, got shape {images.shape}.')
+    for resolution in images.shape[1:3]:
+      architecture.validate_resolution(resolution)
+    spec = self.spec
+    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name)
+    endpoints = {}
+    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv')(images)
+    x = relu6(norm('stem_bn')(x))
+    endpoints['stem'] = x
+    for layer in spec.layers:
+      i = layer.index
+      x = DepthwiseConv(stride=layer.stride, impl=self.depthwise_impl, dtype=self.dtype,
+                        name=f'layer_{i}_depthwise_conv')(x)
+      x = relu6(norm(f'layer_{i}_depthwise_bn')(x))
+      x = conv(layer.out_channels, 1, 1, self.dtype, f'layer_{i}_pointwise_conv')(x)
+      x = relu6(norm(f'layer_{i}_pointwise_bn')(x))
+      endpoints[f'layer_{i}/output'] = x
+    x = jnp.mean(x, axis=(1, 2))
+    endpoints['pre_logits'] = x
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    logits = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype,
+                      param_dtype=jnp.float32, name='classifier')(x).astype(jnp.float32)
+    endpoints['logits'] = logits
+    if return_endpoints:
+      return logits, endpoints
+    return logits

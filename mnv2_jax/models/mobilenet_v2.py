@@ -1,0 +1,162 @@
+"""MobileNetV2 (Sandler et al., "Inverted Residuals and Linear Bottlenecks", CVPR 2018)."""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mnv2_jax.models import architecture
+from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
+from mnv2_jax.models.layers import batch_norm, conv, kernel_init, relu6
+
+
+class InvertedResidual(nn.Module):
+  """The bottleneck residual block of paper Table 1: k -> t*k -> k' channels.
+
+  1x1 expansion conv + BN + ReLU6 (absent when t*k <= k), 3x3 depthwise conv
+  with stride s + BN + ReLU6, 1x1 projection conv + BN with no activation (the
+  linear bottleneck; 'relu6' adds ReLU6 for the Figure 6a ablation).
+
+  Returns (output, expanded) where `expanded` is the t*k-channel tensor that
+  enters the depthwise convolution, after the optional expansion shortcut.
+  """
+  spec: architecture.BottleneckSpec
+  bottleneck_activation: str = 'linear'
+  add_bottleneck_shortcut: bool = False
+  depthwise_impl: str = 'auto'
+  batch_norm_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs, train: bool, expansion_shortcut: Optional[jax.Array] = None):
+    spec = self.spec
+    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name)
+    expanded = inputs
+    if spec.has_expansion:
+      expanded = conv(spec.expanded_channels, 1, 1, self.dtype, 'expand_conv')(expanded)
+      expanded = relu6(norm('expand_bn')(expanded))
+    if expansion_shortcut is not None:
+      expanded = expanded + expansion_shortcut
+    hidden = DepthwiseConv(stride=spec.stride, impl=self.depthwise_impl, dtype=self.dtype,
+                           name='depthwise_conv')(expanded)
+    hidden = relu6(norm('depthwise_bn')(hidden))
+    output = conv(spec.out_channels, 1, 1, self.dtype, 'project_conv')(hidden)
+    output = norm('project_bn')(output)
+    if self.bottleneck_activation == 'relu6':
+      output = relu6(output)
+    if self.add_bottleneck_shortcut:
+      output = output + inputs
+    return output, expanded
+
+
+class MobileNetV2(nn.Module):
+  """MobileNetV2 exactly as the official TF-Slim network (paper Table 2).
+
+  Stem 3x3/2 conv to 32 channels, 17 inverted residual blocks, 1x1 conv to
+  1280 channels, global average pool, dropout and a linear classifier. Every
+  convolution has BN (momentum 0.997, eps 1e-3) and ReLU6; padding is TF 'SAME';
+  kernels start from a truncated normal with stddev 0.09.
+
+  Attributes:
+    num_classes: classifier outputs (1000 for ImageNet; the official
+      checkpoints use 1001, with class 0 as background).
+    width_multiplier: scales every channel count with make_divisible(., 8);
+      the last conv stays at 1280 below 1.0 and is scaled above.
+    expansion_ratio: t for every block but the first (which always has t=1).
+    bottleneck_activation: 'linear' (the paper) or 'relu6' (Figure 6a ablation:
+      ReLU6 after the projection).
+    shortcut: where the residual connections go (Figure 6b):
+      'bottleneck' - the paper's design: the block input is added to the
+        projection output of every block with stride 1 and equal input and
+        output widths (10 blocks at every width), with no activation after it;
+      'expansion' - the same 10 connections moved to the wide tensors: the
+        expanded (t*k-channel, post-ReLU6) tensor of such a block is added to
+        the expanded tensor of the following block, before its depthwise conv
+        (an identity shortcut between expansions, as in a classical residual
+        network; it adds no parameters);
+      'none' - no residual connections at all.
+    dropout_rate: dropout before the classifier during training.
+    depthwise_impl: 'auto' | 'xla' | 'shifted' (see `depthwise.py`).
+    batch_norm_axis_name: a mapped axis over which BN statistics are averaged
+      in training (synchronised BN); None keeps them per device.
+    dtype: computation dtype (e.g. bfloat16); parameters stay float32.
+  """
+  num_classes: int = 1000
+  width_multiplier: float = 1.0
+  expansion_ratio: float = 6
+  bottleneck_activation: str = 'linear'
+  shortcut: str = 'bottleneck'
+  dropout_rate: float = 0.2
+  depthwise_impl: str = 'auto'
+  batch_norm_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    architecture.validate_width_multiplier(self.width_multiplier)
+    architecture.validate_expansion_ratio(self.expansion_ratio)
+    architecture.validate_choice('bottleneck_activation', self.bottleneck_activation,
+                                 architecture.BOTTLENECK_ACTIVATIONS)
+    architecture.validate_choice('shortcut', self.shortcut, architecture.SHORTCUTS)
+    architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
+    if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+      raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
+    if not 0 <= self.dropout_rate < 1:
+      raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
+    super().__post_init__()
+
+  @property
+  def spec(self) -> architecture.MobileNetV2Spec:
+    return architecture.mobilenet_v2_spec(self.width_multiplier, self.expansion_ratio)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False, return_endpoints: bool = False):
+    """Maps NHWC images (scaled to [-1, 1]) to logits.
+
+    With `return_endpoints=True` also returns a dict of feature maps for
+    detection/segmentation heads: 'stem', 'block_{i}/expansion' (the t*k
+    tensor entering block i's depthwise conv), 'block_{i}/output',
+    'last_conv', 'pre_logits' and 'logits'.
+    """
+    if images.ndim != 4:
+      raise ValueError(f'images must be NHWC, got shape {images.shape}.')
+    for resolution in images.shape[1:3]:
+      architecture.validate_resolution(resolution)
+    spec = self.spec
+    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name)
+    endpoints = {}
+
+    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv')(images)
+    x = relu6(norm('stem_bn')(x))
+    endpoints['stem'] = x
+
+    shortcut_sources = (architecture.expansion_shortcut_sources(spec)
+                        if self.shortcut == 'expansion' else {})
+    expanded = {}
+    for block_spec in spec.blocks:
+      i = block_spec.index
+      source = shortcut_sources.get(i)
+      x, expanded[i] = InvertedResidual(
+          spec=block_spec,
+          bottleneck_activation=self.bottleneck_activation,
+          add_bottleneck_shortcut=self.shortcut == 'bottleneck' and block_spec.residual,
+          depthwise_impl=self.depthwise_impl,
+          batch_norm_axis_name=self.batch_norm_axis_name,
+          dtype=self.dtype,
+          name=f'block_{i}')(x, train, expanded[source] if source is not None else None)
+      endpoints[f'block_{i}/expansion'] = expanded[i]
+      endpoints[f'block_{i}/output'] = x
+
+    x = conv(spec.last_channels, 1, 1, self.dtype, 'last_conv')(x)
+    x = relu6(norm('last_bn')(x))
+    endpoints['last_conv'] = x
+    x = jnp.mean(x, axis=(1, 2))
+    endpoints['pre_logits'] = x
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    logits = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype,
+                      param_dtype=jnp.float32, name='classifier')(x)
+    logits = logits.astype(jnp.float32)
+    endpoints['logits'] = logits
+    if return_endpoints:
+      return logits, endpoints
+    return logits
