@@ -1,0 +1,231 @@
+"""One CSV row per run of a workroot (the workdirs that `launch.sweep` creates).
+
+  python -m experiments.collect --workroot sweeps/cpu [--out results.csv]
+
+A run is a directory under the workroot holding mnv2_jax.main's files
+(config.json, run_info.json, metrics.jsonl, final_metrics.json; see
+notes/contracts.md), or one that a sweep manifest lists as failed. Its name is
+its path below the workroot ('fig5/v2_w0.35_r96') and its sweep the first part.
+
+Accuracies are in percent. 'final_*' come from final_metrics.json when the
+run finished; otherwise from the last eval line of metrics.jsonl, and the
+run's status says 'unfinished' (or 'failed', as the manifest records it).
+'best_*' are maxima over all eval lines. Partial sweeps are fine: every run
+with any data gets a row.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import pathlib
+import sys
+from typing import Any, Iterable, Optional, Sequence
+
+CONFIG_FILE = 'config.json'
+RUN_INFO_FILE = 'run_info.json'
+METRICS_FILE = 'metrics.jsonl'
+FINAL_METRICS_FILE = 'final_metrics.json'
+MANIFEST_FILE = 'manifest.json'
+RUN_FILES = (CONFIG_FILE, RUN_INFO_FILE, METRICS_FILE, FINAL_METRICS_FILE)
+SKIPPED_DIRS = ('checkpoints', 'tensorboard')
+
+ACCURACIES = {  # CSV column stem -> metrics.jsonl / final_metrics.json key
+    'top1': 'eval_top1', 'top5': 'eval_top5',
+    'ema_top1': 'eval_ema_top1', 'ema_top5': 'eval_ema_top5',
+}
+COLUMNS = (
+    'sweep', 'name', 'status', 'model', 'width_multiplier', 'resolution', 'expansion_ratio',
+    'bottleneck_activation', 'shortcut', 'dataset', 'params', 'madds', 'step', 'total_steps',
+    *(f'final_{stem}' for stem in ACCURACIES), *(f'best_{stem}' for stem in ACCURACIES),
+    'wall_time_seconds', 'workdir',
+)
+
+
+def _read_json(path: pathlib.Path) -> Optional[dict]:
+  try:
+    return json.loads(path.read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def _number(value: Any) -> Optional[float]:
+  """A finite float, or None (metrics.jsonl writes non-finite values as strings)."""
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
+  """metrics.jsonl lines; a line cut short by a kill is skipped."""
+  records = []
+  try:
+    lines = (workdir / METRICS_FILE).read_text().splitlines()
+  except FileNotFoundError:
+    return records
+  for line in lines:
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return records
+
+
+def eval_curve(workdir: pathlib.Path, key: str = 'eval_top1') -> tuple[list[int], list[float]]:
+  """(steps, accuracy in percent) of the eval lines that have `key`, by step."""
+  points = {}
+  for record in read_metrics(workdir):
+    value = _number(record.get(key))
+    if value is not None and 'step' in record:
+      points[int(record['step'])] = 100.0 * value
+  steps = sorted(points)
+  return steps, [points[step] for step in steps]
+
+
+def find_run_dirs(workroot: pathlib.Path) -> list[pathlib.Path]:
+  """Directories at or below `workroot` that hold any of mnv2_jax.main's run files."""
+  found = []
+  for directory, subdirectories, files in os.walk(workroot):
+    # Checkpoint and TensorBoard trees are large and never hold runs.
+    subdirectories[:] = sorted(name for name in subdirectories if name not in SKIPPED_DIRS)
+    if any(file in files for file in RUN_FILES):
+      found.append(pathlib.Path(directory))
+  return found
+
+
+def read_manifests(workroot: pathlib.Path) -> dict[str, dict[str, Any]]:
+  """Run name -> manifest entry, over every manifest.json below the workroot."""
+  entries = {}
+  for path in sorted(workroot.rglob(MANIFEST_FILE)):
+    manifest = _read_json(path) or {}
+    for run in manifest.get('runs', []):
+      entries[run['name']] = run
+  return entries
+
+
+def summarize_run(workdir: pathlib.Path, name: str,
+                  manifest_entry: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+  """The CSV row of one run directory."""
+  config = _read_json(workdir / CONFIG_FILE) or {}
+  run_info = _read_json(workdir / RUN_INFO_FILE) or {}
+  final = _read_json(workdir / FINAL_METRICS_FILE)
+  overrides = (manifest_entry or {}).get('overrides', {})
+  model_config = config.get('model', {})
+  data_config = config.get('data', {})
+
+  def pick(run_info_key, section, config_key, override_key):
+    for value in (run_info.get(run_info_key), section.get(config_key), overrides.get(override_key)):
+      if value is not None:
+        return value
+    return None
+
+  model = pick('model', model_config, 'name', 'model.name')
+  is_v2 = model != 'mobilenet_v1'
+  evals = [record for record in read_metrics(workdir) if _number(record.get('eval_top1')) is not None]
+  row = {
+      'sweep': name.split('/')[0] if '/' in name else '',
+      'name': name,
+      'model': model,
+      'width_multiplier': pick('width_multiplier', model_config, 'width_multiplier',
+                               'model.width_multiplier'),
+      'resolution': pick('resolution', data_config, 'resolution', 'data.resolution'),
+      # The V1 network has no expansion ratio, activation switch or shortcut choice.
+      'expansion_ratio': pick('expansion_ratio', model_config, 'expansion_ratio',
+                              'model.expansion_ratio') if is_v2 else None,
+      'bottleneck_activation': pick(None, model_config, 'bottleneck_activation',
+                                    'model.bottleneck_activation') if is_v2 else None,
+      'shortcut': pick(None, model_config, 'shortcut', 'model.shortcut') if is_v2 else None,
+      'dataset': pick(None, data_config, 'dataset', 'data.dataset'),
+      'params': run_info.get('params', (final or {}).get('params')),
+      'madds': run_info.get('madds', (final or {}).get('madds')),
+      'total_steps': run_info.get('total_steps'),
+      'workdir': str(workdir),
+  }
+  for stem, key in ACCURACIES.items():
+    values = [_number(record.get(key)) for record in evals]
+    values = [value for value in values if value is not None]
+    row[f'best_{stem}'] = 100.0 * max(values) if values else None
+  if final is not None:
+    row['status'] = 'finished'
+    row['step'] = final.get('step')
+    for stem, key in ACCURACIES.items():
+      value = _number(final.get(key))
+      row[f'final_{stem}'] = 100.0 * value if value is not None else None
+    # final_metrics.json's own bests also cover evals that metrics.jsonl may lack.
+    for stem in ('top1', 'ema_top1'):
+      value = _number(final.get(f'best_eval_{stem}'))
+      if value is not None:
+        row[f'best_{stem}'] = max(100.0 * value, row[f'best_{stem}'] or 0.0)
+    row['wall_time_seconds'] = final.get('wall_time_seconds')
+  else:
+    status = (manifest_entry or {}).get('status')
+    row['status'] = 'failed' if status == 'failed' else 'unfinished'
+    last = evals[-1] if evals else {}
+    steps = [int(record['step']) for record in read_metrics(workdir) if 'step' in record]
+    row['step'] = max(steps) if steps else None
+    for stem, key in ACCURACIES.items():
+      value = _number(last.get(key))
+      row[f'final_{stem}'] = 100.0 * value if value is not None else None
+    row['wall_time_seconds'] = None
+  return {column: row.get(column) for column in COLUMNS}
+
+
+def collect(workroot) -> list[dict[str, Any]]:
+  """Rows for every run of `workroot`, ordered by sweep, then manifest order, then name."""
+  workroot = pathlib.Path(workroot)
+  if not workroot.is_dir():
+    raise ValueError(f'--workroot {workroot} is not a directory.')
+  manifest = read_manifests(workroot)
+  rows = {}
+  for workdir in find_run_dirs(workroot):
+    name = workdir.relative_to(workroot).as_posix() if workdir != workroot else workroot.name
+    rows[name] = summarize_run(workdir, name, manifest.get(name))
+  for name, entry in manifest.items():  # failed before writing anything (e.g. a bad config)
+    if name not in rows and entry.get('status') == 'failed':
+      rows[name] = summarize_run(workroot / name, name, entry)
+  order = {name: index for index, name in enumerate(manifest)}
+  return sorted(rows.values(),
+                key=lambda row: (row['sweep'], order.get(row['name'], len(order)), row['name']))
+
+
+def _format(value: Any) -> str:
+  if value is None:
+    return ''
+  if isinstance(value, float):
+    return f'{value:.4f}'.rstrip('0').rstrip('.') if not value.is_integer() else str(value)
+  return str(value)
+
+
+def write_csv(rows: Iterable[dict[str, Any]], path) -> None:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({column: _format(row[column]) for column in COLUMNS})
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m experiments.collect',
+                                   description=__doc__.split('\n\n')[0])
+  parser.add_argument('--workroot', required=True, help='directory of run workdirs')
+  parser.add_argument('--out', help='CSV path (default: WORKROOT/results.csv)')
+  args = parser.parse_args(argv)
+  try:
+    rows = collect(args.workroot)
+  except ValueError as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  out = pathlib.Path(args.out or pathlib.Path(args.workroot) / 'results.csv')
+  write_csv(rows, out)
+  finished = sum(row['status'] == 'finished' for row in rows)
+  print(f'{len(rows)} runs ({finished} finished) -> {out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

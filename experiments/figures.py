@@ -1,0 +1,330 @@
+"""The paper's Figures 5 and 6 (and the expansion-ratio study) from a workroot.
+
+  python -m experiments.figures --workroot sweeps/cpu [--out DIR] [--metric final_ema_top1]
+
+Makes every figure the workroot has data for, as PNG and PDF in --out
+(default WORKROOT/figures):
+  figure5    sweep 'fig5': top-1 vs multiply-adds (log x), one line per input
+             resolution and one per width multiplier, MobileNetV1 points, and
+             the released checkpoints' ImageNet numbers
+             (shared/reference/mobilenet_v2_checkpoints.csv) as a reference:
+             overlaid when the runs are on ImageNet, in a side panel otherwise
+             (a different dataset and scale share neither axis).
+  figure6a   sweep 'fig6a': top-1 vs training step, linear vs ReLU6 bottleneck.
+  figure6b   sweep 'fig6b': top-1 vs training step per shortcut placement.
+  expansion  sweep 'expansion': final top-1 vs expansion ratio t, and top-1 vs
+             step per t.
+The top-1 shown is --metric (default: the EMA weights' final top-1, as the
+released checkpoints report; runs without EMA fall back to the raw weights).
+Unfinished runs are drawn from their last eval, with hollow markers.
+"""
+
+import argparse
+import csv
+import pathlib
+import sys
+from typing import Any, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only; no display needed
+from matplotlib import cm  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from experiments import collect  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO_ROOT.parent / 'shared' / 'reference'
+METRICS = ('final_ema_top1', 'final_top1', 'best_ema_top1', 'best_top1')
+FIGURE_FORMATS = ('png', 'pdf')
+
+BOTTLENECK_LABELS = {'linear': 'Linear bottleneck', 'relu6': 'ReLU6 in bottleneck'}
+SHORTCUT_LABELS = {'bottleneck': 'Shortcut between bottlenecks',
+                   'expansion': 'Shortcut between expansions', 'none': 'No residual'}
+PAPER_FIGURE5_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.4)  # 1.3@224 is released but not in the figure
+
+
+def metric_value(row: dict[str, Any], metric: str) -> Optional[float]:
+  """row[metric], or the raw-weights value when the EMA one is missing."""
+  value = row.get(metric)
+  if value is None and 'ema_' in metric:
+    value = row.get(metric.replace('ema_', ''))
+  return value
+
+
+def curve_key(metric: str) -> str:
+  return 'eval_ema_top1' if 'ema_' in metric else 'eval_top1'
+
+
+def metric_label(metric: str) -> str:
+  when, _, what = metric.partition('_')
+  weights = 'EMA weights' if 'ema_' in what else 'raw weights'
+  return f'{when} top-1 (%, {weights})'
+
+
+def _float(value) -> Optional[float]:
+  return None if value in (None, '') else float(value)
+
+
+def _width_text(width: float) -> str:
+  text = f'{float(width):.4f}'.rstrip('0')
+  return text + '0' if text.endswith('.') else text
+
+
+def _describe_scale(rows: Sequence[dict[str, Any]]) -> str:
+  """'procedural_shapes, 32-64 px, 300 steps': what a title needs to say."""
+  datasets = sorted({str(row['dataset']) for row in rows if row.get('dataset')})
+  resolutions = sorted({int(row['resolution']) for row in rows if row.get('resolution')})
+  steps = sorted({int(row['total_steps'] or row['step']) for row in rows
+                  if row.get('total_steps') or row.get('step')})
+  parts = [', '.join(datasets) or 'unknown dataset']
+  if resolutions:
+    parts.append(f'{resolutions[0]} px' if len(resolutions) == 1 else
+                 f'{resolutions[0]}-{resolutions[-1]} px')
+  if steps:
+    parts.append(f'{steps[0]:,} steps' if len(steps) == 1 else
+                 f'{steps[0]:,}-{steps[-1]:,} steps')
+  return ', '.join(parts)
+
+
+def read_reference(reference_dir: pathlib.Path = REFERENCE_DIR) -> dict[str, list[dict]]:
+  """The released V2 checkpoints of Figure 5 and the V1 paper's points, as rows."""
+  reference = {'mobilenet_v2': [], 'mobilenet_v1': []}
+  for model, file in (('mobilenet_v2', 'mobilenet_v2_checkpoints.csv'),
+                      ('mobilenet_v1', 'mobilenet_v1.csv')):
+    path = reference_dir / file
+    if not path.exists():
+      continue
+    with open(path) as f:
+      for record in csv.DictReader(f):
+        width = float(record['multiplier'])
+        if model == 'mobilenet_v2' and width not in PAPER_FIGURE5_WIDTHS:
+          continue
+        reference[model].append({
+            'model': model, 'width_multiplier': width, 'resolution': int(record['resolution']),
+            'madds': float(record['macs_millions']) * 1e6, 'value': float(record['top1']),
+            'status': 'finished'})
+  return reference
+
+
+def _draw_figure5(ax, v2_points, v1_points, *, reference: bool = False) -> None:
+  """One line per resolution (across widths) and per width (across resolutions).
+
+  Points are dicts with width_multiplier, resolution, madds, value (top-1 %) and
+  status. `reference` series (overlaid on measured ones) are grey and hollow,
+  with labels that start 'ImageNet reference: '.
+  """
+  prefix = 'ImageNet reference: ' if reference else ''
+  resolutions = sorted({point['resolution'] for point in v2_points})
+  widths = sorted({point['width_multiplier'] for point in v2_points})
+  colors = cm.viridis([index / max(1, len(resolutions) - 1) for index in range(len(resolutions))])
+  for resolution, color in zip(resolutions, colors):
+    points = sorted((p for p in v2_points if p['resolution'] == resolution),
+                    key=lambda p: p['madds'])
+    ax.plot([p['madds'] / 1e6 for p in points], [p['value'] for p in points],
+            marker='o', linestyle='-', color='0.6' if reference else color,
+            markerfacecolor='none' if reference else color,
+            alpha=0.7 if reference else 1.0,
+            label=f'{prefix}MobileNetV2, {resolution} px')
+    for p in points:  # hollow marker: the run has not finished
+      if p['status'] != 'finished':
+        ax.plot([p['madds'] / 1e6], [p['value']], marker='o', markersize=10,
+                markerfacecolor='none', markeredgecolor='red', linestyle='none')
+  width_colors = cm.copper([index / max(1, len(widths) - 1) for index in range(len(widths))])
+  for width, color in zip(widths, width_colors):
+    points = sorted((p for p in v2_points if p['width_multiplier'] == width),
+                    key=lambda p: p['madds'])
+    if len(points) < 2:
+      continue
+    ax.plot([p['madds'] / 1e6 for p in points], [p['value'] for p in points],
+            linestyle=':', linewidth=1.2, color='0.6' if reference else color,
+            label=f'{prefix}MobileNetV2, width {_width_text(width)}')
+  if v1_points:
+    points = sorted(v1_points, key=lambda p: p['madds'])
+    ax.plot([p['madds'] / 1e6 for p in points], [p['value'] for p in points],
+            marker='x', markersize=8, linestyle='none', color='0.4' if reference else 'black',
+            label=f'{prefix}MobileNetV1')
+  ax.set_xscale('log')
+  # Plain numbers at 1-2-5 steps read better than powers of ten over 1-2 decades.
+  ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f'{value:g}'))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  ax.set_xlabel('multiply-adds (millions, log scale)')
+  ax.grid(True, which='both', alpha=0.3)
+
+
+def _points(rows, model: str, metric: str) -> list[dict[str, Any]]:
+  points = []
+  for row in rows:
+    value = metric_value(row, metric)
+    if row['model'] == model and value is not None and row.get('madds'):
+      points.append({'width_multiplier': float(row['width_multiplier']),
+                     'resolution': int(row['resolution']), 'madds': float(row['madds']),
+                     'value': float(value), 'status': row['status']})
+  return points
+
+
+def plot_figure5(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1',
+                 reference: str = 'auto',
+                 reference_dir: pathlib.Path = REFERENCE_DIR) -> Optional[Figure]:
+  """Figure 5 from the 'fig5' rows; None if they have no accuracy yet.
+
+  reference: 'auto' (overlay on ImageNet runs, side panel otherwise), 'overlay',
+  'panel' or 'none'.
+  """
+  v2_points = _points(rows, 'mobilenet_v2', metric)
+  v1_points = _points(rows, 'mobilenet_v1', metric)
+  if not v2_points and not v1_points:
+    return None
+  datasets = {row.get('dataset') for row in rows}
+  if reference == 'auto':
+    reference = 'overlay' if datasets == {'imagenet2012'} else 'panel'
+  reference_rows = read_reference(reference_dir) if reference != 'none' else None
+  if reference_rows is not None and not reference_rows['mobilenet_v2']:
+    reference = 'none'  # reference files not found next to the repository
+  panel = reference == 'panel'
+  figure = Figure(figsize=(15 if panel else 8.5, 6.5), layout='constrained')
+  axes = figure.subplots(1, 2) if panel else [figure.subplots()]
+  _draw_figure5(axes[0], v2_points, v1_points)
+  axes[0].set_ylabel(metric_label(metric))
+  axes[0].set_title(f'This repository: {_describe_scale(rows)}')
+  if reference == 'overlay':
+    _draw_figure5(axes[0], reference_rows['mobilenet_v2'], reference_rows['mobilenet_v1'],
+                  reference=True)
+  elif panel:
+    _draw_figure5(axes[1], reference_rows['mobilenet_v2'], reference_rows['mobilenet_v1'])
+    axes[1].set_ylabel('top-1 (%, ImageNet val)')
+    axes[1].set_title('Reference: released checkpoints and MobileNetV1 paper (ImageNet, '
+                      '96-224 px)')
+  for ax in axes:
+    ax.legend(fontsize=7, ncol=2, loc='lower right')
+  figure.suptitle('MobileNetV2 Figure 5: top-1 accuracy vs multiply-adds, '
+                  'per resolution and width multiplier')
+  return figure
+
+
+def plot_training_curves(rows: Sequence[dict[str, Any]], title: str, label_of,
+                         metric: str = 'final_ema_top1') -> Optional[Figure]:
+  """Top-1 vs training step, one line per run, labelled by `label_of(row)`."""
+  figure = Figure(figsize=(8, 5.5), layout='constrained')
+  ax = figure.subplots()
+  drawn = []
+  for row in rows:
+    steps, values = collect.eval_curve(pathlib.Path(row['workdir']), curve_key(metric))
+    if not steps:
+      steps, values = collect.eval_curve(pathlib.Path(row['workdir']), 'eval_top1')
+    if not steps:
+      continue
+    label = label_of(row) + ('' if row['status'] == 'finished' else ' (unfinished)')
+    ax.plot(steps, values, marker='.', label=label)
+    drawn.append(row)
+  if not drawn:
+    return None
+  ax.set_xlabel('training step')
+  ax.set_ylabel(f'eval top-1 (%, {"EMA" if "ema_" in metric else "raw"} weights)')
+  ax.grid(True, alpha=0.3)
+  ax.legend()
+  ax.set_title(f'{title}\n{_describe_scale(drawn)}, width '
+               f'{", ".join(sorted({_width_text(r["width_multiplier"]) for r in drawn}))}')
+  return figure
+
+
+def plot_expansion(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1') -> Optional[Figure]:
+  """Final top-1 vs expansion ratio t, and the training curve of each t."""
+  points = sorted(((float(row['expansion_ratio']), metric_value(row, metric), row) for row in rows
+                   if row.get('expansion_ratio') is not None and
+                   metric_value(row, metric) is not None), key=lambda point: point[0])
+  if not points:
+    return None
+  figure = Figure(figsize=(14, 5.5), layout='constrained')
+  final_ax, curves_ax = figure.subplots(1, 2)
+  final_ax.plot([t for t, _, _ in points], [value for _, value, _ in points], marker='o',
+                label='MobileNetV2')
+  unfinished = [(t, value) for t, value, row in points if row['status'] != 'finished']
+  if unfinished:
+    final_ax.plot(*zip(*unfinished), marker='o', markersize=10, markerfacecolor='none',
+                  markeredgecolor='red', linestyle='none', label='unfinished (last eval)')
+  final_ax.set_xlabel('expansion ratio t')
+  final_ax.set_ylabel(metric_label(metric))
+  final_ax.set_xticks([t for t, _, _ in points])
+  final_ax.grid(True, alpha=0.3)
+  final_ax.legend()
+  final_ax.set_title('final accuracy per expansion ratio')
+  colors = cm.viridis([index / max(1, len(points) - 1) for index in range(len(points))])
+  for (t, _, row), color in zip(points, colors):
+    steps, values = collect.eval_curve(pathlib.Path(row['workdir']), curve_key(metric))
+    if steps:
+      curves_ax.plot(steps, values, color=color, label=f't = {t:g}')
+  curves_ax.set_xlabel('training step')
+  curves_ax.set_ylabel('eval top-1 (%)')
+  curves_ax.grid(True, alpha=0.3)
+  curves_ax.legend(fontsize=8, ncol=2)
+  curves_ax.set_title('training curves')
+  widths = sorted({_width_text(row['width_multiplier']) for _, _, row in points})
+  figure.suptitle(f'MobileNetV2 expansion ratio study: {_describe_scale([r for _, _, r in points])}, '
+                  f'width {", ".join(widths)}')
+  return figure
+
+
+def make_figures(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1',
+                 reference: str = 'auto',
+                 reference_dir: pathlib.Path = REFERENCE_DIR) -> dict[str, Figure]:
+  """Every figure that `rows` (from experiments.collect) have data for, by name."""
+  if metric not in METRICS:
+    raise ValueError(f'--metric must be one of {list(METRICS)}, got {metric!r}.')
+  by_sweep = {}
+  for row in rows:
+    by_sweep.setdefault(row['sweep'], []).append(row)
+  figures = {
+      'figure5': plot_figure5(by_sweep.get('fig5', []), metric, reference, reference_dir),
+      'figure6a': plot_training_curves(
+          by_sweep.get('fig6a', []),
+          'MobileNetV2 Figure 6a: impact of the non-linearity in the bottleneck',
+          lambda row: BOTTLENECK_LABELS.get(row['bottleneck_activation'], row['name']), metric),
+      'figure6b': plot_training_curves(
+          by_sweep.get('fig6b', []), 'MobileNetV2 Figure 6b: impact of the residual connection',
+          lambda row: SHORTCUT_LABELS.get(row['shortcut'], row['name']), metric),
+      'expansion': plot_expansion(by_sweep.get('expansion', []), metric),
+  }
+  return {name: figure for name, figure in figures.items() if figure is not None}
+
+
+def save_figures(figures: dict[str, Figure], out_dir) -> list[pathlib.Path]:
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for name, figure in figures.items():
+    for extension in FIGURE_FORMATS:
+      path = out_dir / f'{name}.{extension}'
+      figure.savefig(path, dpi=150)
+      paths.append(path)
+  return paths
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m experiments.figures',
+                                   description=__doc__.split('\n\n')[0])
+  parser.add_argument('--workroot', required=True, help='directory of run workdirs')
+  parser.add_argument('--out', help='output directory (default: WORKROOT/figures)')
+  parser.add_argument('--metric', choices=METRICS, default='final_ema_top1')
+  parser.add_argument('--reference', choices=('auto', 'overlay', 'panel', 'none'),
+                      default='auto', help='official ImageNet numbers on Figure 5')
+  parser.add_argument('--reference-dir', type=pathlib.Path, default=REFERENCE_DIR)
+  args = parser.parse_args(argv)
+  try:
+    rows = collect.collect(args.workroot)
+    figures = make_figures(rows, args.metric, args.reference, args.reference_dir)
+  except ValueError as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  if not figures:
+    print(f'no figure data in {args.workroot} (sweeps fig5, fig6a, fig6b, expansion).')
+    return 1
+  for path in save_figures(figures, args.out or pathlib.Path(args.workroot) / 'figures'):
+    print(path)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

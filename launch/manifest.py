@@ -1,0 +1,246 @@
+"""A sweep as a list of runs, and the manifest.json that records them.
+
+`build_manifest` loads a config file (the same `--config path[:arg]` that
+`mnv2_jax.main` takes), expands its `SWEEPS[name](add)` into runs named
+'<sweep>/<run>', checks every override against `get_config(arg)` (unknown field
+or wrong type -> ValueError before anything starts) and gives each run its
+workdir WORKROOT/<sweep>/<run> and its command:
+
+  python -m mnv2_jax.main --config CONFIG --workdir WORKDIR --config.a.b=value ...
+
+The manifest (WORKROOT/<sweep>/manifest.json) holds, per run: name,
+overrides, workdir, command, and the launcher's bookkeeping: status
+('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted'),
+exit_code, error (the log's last lines), log, started/ended times. A run is
+finished when WORKDIR/final_metrics.json exists (mnv2_jax.main writes it last).
+"""
+
+import copy
+import datetime
+import fnmatch
+import importlib.util
+import json
+import os
+import pathlib
+import shlex
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from etils import epath
+
+MAIN_MODULE = 'mnv2_jax.main'
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+MANIFEST_FILE = 'manifest.json'
+FINAL_METRICS_FILE = 'final_metrics.json'
+LOG_FILE = 'launch.log'
+STATUSES = ('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted')
+
+
+def now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def split_config_arg(config: str) -> tuple[str, Optional[str]]:
+  """'configs/default.py:width=0.5' -> ('configs/default.py', 'width=0.5')."""
+  path, separator, arg = config.partition(':')
+  return path, (arg if separator else None)
+
+
+def load_config_module(config_path: str):
+  """Imports a config file by path, as ml_collections.config_flags does."""
+  path = pathlib.Path(config_path)
+  if not path.is_file():
+    raise ValueError(f'--config {config_path!r} is not a file; pass a config file such as '
+                     'configs/default.py.')
+  spec = importlib.util.spec_from_file_location(f'_sweep_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def expand_sweep(sweep: Callable, sweep_name: str) -> list[tuple[str, dict[str, Any]]]:
+  """Calls `sweep(add)`; returns [('<sweep_name>/<name>', overrides)] in the order added.
+
+  Run names become directory names, so they must be unique, non-empty and free
+  of '/', whitespace and a leading '.'.
+  """
+  runs: list[tuple[str, dict[str, Any]]] = []
+  seen = set()
+
+  def add(name: str, overrides: Mapping[str, Any]) -> None:
+    if (not isinstance(name, str) or not name or '/' in name or name.startswith('.') or
+        any(character.isspace() for character in name)):
+      raise ValueError(f'sweep {sweep_name!r}: run name {name!r} must be a non-empty string '
+                       'without "/", whitespace or a leading ".".')
+    if name in seen:
+      raise ValueError(f'sweep {sweep_name!r} adds run {name!r} twice; give each run a '
+                       'unique name.')
+    seen.add(name)
+    runs.append((f'{sweep_name}/{name}', dict(overrides)))
+
+  sweep(add)
+  if not runs:
+    raise ValueError(f'sweep {sweep_name!r} adds no runs.')
+  return runs
+
+
+def apply_overrides(config, overrides: Mapping[str, Any], run_name: str):
+  """Returns a copy of `config` with dotted `overrides` set; ValueError names a bad field."""
+  config = copy.deepcopy(config)
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for depth, part in enumerate(parents + [leaf]):
+      if not hasattr(node, 'keys') or part not in node:
+        prefix = '.'.join((parents + [leaf])[:depth]) or 'config'
+        known = sorted(node.keys()) if hasattr(node, 'keys') else []
+        raise ValueError(f'run {run_name!r}: override {key!r} names no config field '
+                         f'({prefix} has {known}); fix the sweep or --set.')
+      if depth < len(parents):
+        node = node[part]
+    try:
+      node[leaf] = value
+    except (TypeError, ValueError) as error:
+      raise ValueError(f'run {run_name!r}: override {key}={value!r} does not fit the config '
+                       f'field: {error}') from None
+  return config
+
+
+def format_value(value: Any) -> str:
+  """A value as ml_collections.config_flags parses it back."""
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def override_flags(overrides: Mapping[str, Any]) -> list[str]:
+  return [f'--config.{key}={format_value(value)}' for key, value in overrides.items()]
+
+
+def parse_set(items: Sequence[str]) -> dict[str, str]:
+  """--set model.dtype=bfloat16 -> {'model.dtype': 'bfloat16'} (strings; typed on load)."""
+  overrides = {}
+  for item in items:
+    key, separator, value = item.partition('=')
+    if not separator or not key:
+      raise ValueError(f'--set {item!r} must look like field.name=value.')
+    overrides[key.strip()] = value.strip()
+  return overrides
+
+
+def _typed(config, key: str, text: str) -> Any:
+  """Parses a --set string with the type of the config field it overrides."""
+  node = config
+  for part in key.split('.')[:-1]:
+    node = node[part] if hasattr(node, 'keys') and part in node else None
+    if node is None:
+      return text
+  leaf = key.split('.')[-1]
+  current = node.get(leaf) if hasattr(node, 'keys') else None
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ('true', 'false'):
+        raise ValueError
+      return text.lower() == 'true'
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+  except ValueError:
+    raise ValueError(f'--set {key}={text}: {key} is a {type(current).__name__}.') from None
+  return text
+
+
+def config_for_command(config_path: str, arg: Optional[str], repo_dir: pathlib.Path) -> str:
+  """The --config value as seen from the repository root (relative when inside it)."""
+  path = pathlib.Path(config_path).resolve()
+  try:
+    text = str(path.relative_to(repo_dir.resolve()))
+  except ValueError:
+    text = str(path)
+  return text if arg is None else f'{text}:{arg}'
+
+
+def resolve_workroot(workroot: str) -> str:
+  """Absolute local path, or a URL (gs://...) kept as is."""
+  return workroot if '://' in workroot else str(pathlib.Path(workroot).resolve())
+
+
+def main_command(python: str, config: str, workdir: str, overrides: Mapping[str, Any]) -> str:
+  return shlex.join([python, '-m', MAIN_MODULE, '--config', config, '--workdir', workdir,
+                     *override_flags(overrides)])
+
+
+def is_finished(workdir: str) -> bool:
+  return (epath.Path(workdir) / FINAL_METRICS_FILE).exists()
+
+
+def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
+                   python: str = sys.executable, extra_overrides: Sequence[str] = (),
+                   only: Sequence[str] = (), repo_dir: pathlib.Path = REPO_ROOT) -> dict:
+  """Expands `sweep` of config file `config` into a manifest dict (nothing is written).
+
+  extra_overrides: 'field=value' strings applied to every run (e.g. shorter
+    runs); a field the sweep itself varies is refused, since run names would lie.
+  only: fnmatch patterns on run names ('fig5/v2_w0.35_*'); empty keeps all.
+  """
+  config_path, arg = split_config_arg(config)
+  module = load_config_module(config_path)
+  sweeps = getattr(module, 'SWEEPS', None)
+  if not isinstance(sweeps, Mapping) or not sweeps:
+    raise ValueError(f'{config_path} defines no SWEEPS dict; add '
+                     "SWEEPS = {'name': sweep_function} at its end.")
+  if sweep not in sweeps:
+    raise ValueError(f'{config_path} has no sweep {sweep!r}; choose one of {sorted(sweeps)}.')
+  base_config = module.get_config(arg) if arg is not None else module.get_config()
+  extra = parse_set(extra_overrides)
+  extra = {key: _typed(base_config, key, value) for key, value in extra.items()}
+  workroot = resolve_workroot(workroot)
+  command_config = config_for_command(config_path, arg, repo_dir)
+  runs = []
+  for name, overrides in expand_sweep(sweeps[sweep], sweep):
+    if only and not any(fnmatch.fnmatchcase(name, pattern) for pattern in only):
+      continue
+    conflicts = sorted(set(extra) & set(overrides))
+    if conflicts:
+      raise ValueError(f'--set {conflicts} conflicts with the sweep, which varies it in '
+                       f'run {name!r}; drop it from --set.')
+    overrides = {**overrides, **extra}
+    apply_overrides(base_config, overrides, name)
+    workdir = os.path.join(workroot, *name.split('/'))
+    runs.append({
+        'name': name,
+        'overrides': overrides,
+        'workdir': workdir,
+        'command': main_command(python, command_config, workdir, overrides),
+        'status': 'finished' if is_finished(workdir) else 'pending',
+    })
+  if not runs:
+    raise ValueError(f'--only {list(only)} matches no run of sweep {sweep!r}.')
+  return {
+      'sweep': sweep,
+      'config': command_config,
+      'backend': backend,
+      'workroot': workroot,
+      'repo_dir': str(repo_dir),
+      'created': now(),
+      'runs': runs,
+  }
+
+
+def manifest_path(manifest: Mapping[str, Any]) -> epath.Path:
+  return epath.Path(manifest['workroot']) / manifest['sweep'] / MANIFEST_FILE
+
+
+def write_manifest(manifest: Mapping[str, Any]) -> epath.Path:
+  """Writes the manifest atomically (a reader never sees half a file)."""
+  path = manifest_path(manifest)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.parent / f'.{MANIFEST_FILE}.tmp'
+  temporary.write_text(json.dumps(manifest, indent=2) + '\n')
+  temporary.replace(path)
+  return path
+
+
+def read_manifest(path) -> dict:
+  return json.loads(epath.Path(path).read_text())

@@ -1,0 +1,119 @@
+r"""Launches a sweep defined in a config file's SWEEPS dict.
+
+  python -m launch.sweep --config configs/default.py --sweep fig5 \
+      --workroot sweeps/cpu --backend local [--parallel N] [--dry-run]
+
+Each run trains in WORKROOT/<sweep>/<run> with
+`python -m mnv2_jax.main --config CONFIG --workdir WORKDIR --config.a.b=value ...`,
+and WORKROOT/<sweep>/manifest.json lists the runs (name, overrides, workdir,
+command, status) before any starts.
+
+Backends:
+  local  runs them here, --parallel at a time; run the same command again to
+         skip finished runs and resume the others; Ctrl-C stops them resumably.
+  slurm  writes WORKROOT/<sweep>/sweep.sbatch (one array task per unfinished
+         run, --gpus-per-run GPUs each) and submits it with sbatch.
+  tpu    runs each entry on a TPU VM slice with
+         `gcloud compute tpus tpu-vm ssh NAME --zone Z --worker=all --command ...`
+         and jax.distributed initialised.
+--dry-run writes nothing and starts nothing: it prints the manifest (local),
+the sbatch script (slurm) or the gcloud commands (tpu).
+
+Then: `python -m experiments.collect --workroot WORKROOT` and
+`python -m experiments.figures --workroot WORKROOT`.
+"""
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from launch import local
+from launch import manifest as manifest_lib
+from launch import slurm
+from launch import tpu
+
+BACKENDS = ('local', 'slurm', 'tpu')
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m launch.sweep', description=__doc__.split('\n\n')[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', required=True,
+                      help='config file with a SWEEPS dict, optionally with :arg '
+                      '(as for mnv2_jax.main)')
+  parser.add_argument('--sweep', required=True, help='a key of the config file\'s SWEEPS')
+  parser.add_argument('--workroot', required=True,
+                      help='directory (or gs:// URL for tpu) that gets <sweep>/<run>/ workdirs')
+  parser.add_argument('--backend', choices=BACKENDS, default='local')
+  parser.add_argument('--parallel', type=int, default=1,
+                      help='local: runs at a time; slurm: array throttle (%%N)')
+  parser.add_argument('--dry-run', action='store_true',
+                      help='print the manifest / sbatch script / gcloud commands; start nothing')
+  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                      help='override for every run, e.g. --set train.num_steps=100 (repeatable)')
+  parser.add_argument('--only', action='append', default=[], metavar='PATTERN',
+                      help="run only names matching this glob, e.g. 'fig5/v2_w0.35_*' "
+                      '(repeatable)')
+  parser.add_argument('--python', default=None,
+                      help='interpreter in the commands (default: this one for local, '
+                      'python3 for slurm/tpu)')
+  group = parser.add_argument_group('local')
+  group.add_argument('--grace-seconds', type=float, default=120.0,
+                     help='after Ctrl-C, how long runs get to save before SIGKILL')
+  group = parser.add_argument_group('slurm')
+  group.add_argument('--partition')
+  group.add_argument('--time', default='48:00:00', help='time limit per run')
+  group.add_argument('--gpus-per-run', type=int, default=1,
+                     help='GPUs of each array task (#SBATCH --gpus-per-task)')
+  group.add_argument('--gres', help="instead of --gpus-per-run, e.g. 'gpu:a100:8'")
+  group.add_argument('--cpus-per-run', type=int, default=8)
+  group.add_argument('--account')
+  group.add_argument('--sbatch-arg', action='append', default=[], metavar='--KEY=VALUE',
+                     help="extra #SBATCH line, e.g. --sbatch-arg=--mem=200G (repeatable)")
+  group = parser.add_argument_group('tpu')
+  group.add_argument('--tpu-name')
+  group.add_argument('--zone')
+  group.add_argument('--project')
+  group.add_argument('--tpu-repo-dir', default='mnv2_jax',
+                     help='repository checkout on the TPU VMs (relative to the home directory)')
+  return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  python = args.python or (sys.executable if args.backend == 'local' else 'python3')
+  try:
+    if args.parallel < 1:
+      raise ValueError(f'--parallel must be >= 1, got {args.parallel}.')
+    # Backend options are checked before the config is loaded, which is slower.
+    slurm_options = tpu_options = None
+    if args.backend == 'slurm':
+      slurm_options = slurm.SlurmOptions(
+          partition=args.partition, time=args.time, gpus_per_run=args.gpus_per_run,
+          gres=args.gres, cpus_per_run=args.cpus_per_run, account=args.account,
+          max_parallel=args.parallel if args.parallel > 1 else None,
+          extra_sbatch=tuple(args.sbatch_arg))
+    elif args.backend == 'tpu':
+      tpu_options = tpu.TpuOptions(tpu_name=args.tpu_name, zone=args.zone,
+                                   project=args.project, repo_dir=args.tpu_repo_dir)
+    manifest = manifest_lib.build_manifest(
+        args.config, args.sweep, args.workroot, args.backend, python=python,
+        extra_overrides=args.set, only=args.only)
+    if args.backend == 'local':
+      if args.dry_run:
+        print(json.dumps(manifest, indent=2))
+        return 0
+      return local.LocalRunner(manifest, parallel=args.parallel,
+                               grace_seconds=args.grace_seconds).run()
+    if args.backend == 'slurm':
+      return slurm.submit(manifest, slurm_options, dry_run=args.dry_run)
+    return tpu.launch(manifest, tpu_options, dry_run=args.dry_run)
+  except ValueError as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,216 @@
+"""experiments.collect and experiments.figures on synthetic workroots (contracts.md layout)."""
+
+import csv
+import json
+import math
+import pathlib
+
+import pytest
+
+from experiments import collect, figures
+
+SWEEP_RESOLUTIONS = (32, 48, 64)
+SWEEP_WIDTHS = (0.35, 1.0)
+
+
+def write_run(workroot: pathlib.Path, name: str, *, model='mobilenet_v2', width=1.0,
+              resolution=32, expansion_ratio=6, activation='linear', shortcut='bottleneck',
+              evals=((100, 0.30), (200, 0.50)), finished=True, madds=None):
+  """A workdir as mnv2_jax.main leaves it (config, run_info, metrics, maybe final metrics)."""
+  workdir = workroot / name
+  (workdir / 'checkpoints' / '200').mkdir(parents=True)
+  (workdir / 'checkpoints' / '200' / 'config.json').write_text('{}')  # not a run
+  madds = madds if madds is not None else int(1e6 * width * width * resolution * resolution / 100)
+  (workdir / 'config.json').write_text(json.dumps({
+      'model': {'name': model, 'width_multiplier': width, 'expansion_ratio': expansion_ratio,
+                'bottleneck_activation': activation, 'shortcut': shortcut},
+      'data': {'dataset': 'procedural_shapes', 'resolution': resolution},
+      'train': {'num_steps': evals[-1][0]}}))
+  (workdir / 'run_info.json').write_text(json.dumps({
+      'model': model, 'width_multiplier': width, 'resolution': resolution,
+      'expansion_ratio': expansion_ratio if model == 'mobilenet_v2' else None,
+      'params': int(1e6 * width), 'params_no_bn': int(1e6 * width) - 100, 'madds': madds,
+      'num_classes': 10, 'num_devices': 1, 'process_count': 1, 'steps_per_epoch': 50,
+      'total_steps': evals[-1][0]}))
+  lines = []
+  for step, top1 in evals:
+    lines.append({'step': step, 'epoch': step / 50, 'train_loss': 1.0, 'learning_rate': 0.1,
+                  'images_per_second': 100.0})
+    lines.append({'step': step, 'epoch': step / 50, 'eval_loss': 1.0, 'eval_top1': top1,
+                  'eval_top5': min(1.0, top1 + 0.3), 'eval_ema_top1': top1 - 0.01,
+                  'eval_ema_top5': min(1.0, top1 + 0.29)})
+  text = ''.join(json.dumps(line) + '\n' for line in lines)
+  if not finished:
+    text += '{"step": 250, "epo'  # a line cut short by a kill
+  (workdir / 'metrics.jsonl').write_text(text)
+  if finished:
+    step, top1 = evals[-1]
+    (workdir / 'final_metrics.json').write_text(json.dumps({
+        'step': step, 'eval_top1': top1, 'eval_top5': min(1.0, top1 + 0.3),
+        'eval_ema_top1': top1 - 0.01, 'eval_ema_top5': min(1.0, top1 + 0.29),
+        'best_eval_top1': max(v for _, v in evals),
+        'best_eval_ema_top1': max(v for _, v in evals) - 0.01,
+        'wall_time_seconds': 12.5, 'params': int(1e6 * width), 'madds': madds}))
+  return workdir
+
+
+@pytest.fixture
+def workroot(tmp_path):
+  root = tmp_path / 'sweeps'
+  for width in SWEEP_WIDTHS:
+    for resolution in SWEEP_RESOLUTIONS:
+      accuracy = 0.2 + 0.3 * width + resolution / 200
+      finished = not (width == 1.0 and resolution == 64)
+      write_run(root, f'fig5/v2_w{width}_r{resolution}', width=width, resolution=resolution,
+                evals=((100, accuracy - 0.1), (200, accuracy)), finished=finished)
+  write_run(root, 'fig5/v2_w1.4_r64', width=1.4, resolution=64, evals=((100, 0.7), (200, 0.8)))
+  write_run(root, 'fig5/v1_w1.0_r64', model='mobilenet_v1', width=1.0, resolution=64,
+            evals=((100, 0.5), (200, 0.6)))
+  write_run(root, 'fig5/v1_w1.0_r48', model='mobilenet_v1', width=1.0, resolution=48,
+            evals=((100, 0.4), (200, 0.5)))
+  write_run(root, 'fig6a/linear_bottleneck', evals=((100, 0.4), (200, 0.6), (300, 0.7)))
+  write_run(root, 'fig6a/relu6_bottleneck', activation='relu6',
+            evals=((100, 0.3), (200, 0.5), (300, 0.6)))
+  for shortcut, name in (('bottleneck', 'shortcut_bottleneck'),
+                         ('expansion', 'shortcut_expansion'), ('none', 'no_shortcut')):
+    write_run(root, f'fig6b/{name}', shortcut=shortcut, evals=((100, 0.4), (200, 0.55)))
+  for t in (1, 2, 6):
+    write_run(root, f'expansion/t{t}', expansion_ratio=t, evals=((100, 0.3), (200, 0.4 + t / 100)))
+  # A run that failed before writing anything: only the manifest knows it.
+  (root / 'fig6b').mkdir(exist_ok=True)
+  (root / 'fig6b' / 'manifest.json').write_text(json.dumps({'sweep': 'fig6b', 'runs': [
+      {'name': 'fig6b/broken', 'overrides': {'model.shortcut': 'sideways'},
+       'workdir': str(root / 'fig6b' / 'broken'), 'command': '...', 'status': 'failed'}]}))
+  return root
+
+
+def test_collect_has_one_row_per_run_with_every_column(workroot, tmp_path):
+  out = tmp_path / 'results.csv'
+  assert collect.main(['--workroot', str(workroot), '--out', str(out)]) == 0
+  with open(out) as f:
+    reader = csv.DictReader(f)
+    rows = list(reader)
+  assert tuple(reader.fieldnames) == collect.COLUMNS
+  for column in ('sweep', 'name', 'model', 'width_multiplier', 'resolution', 'expansion_ratio',
+                 'bottleneck_activation', 'shortcut', 'params', 'madds', 'step', 'final_top1',
+                 'final_top5', 'final_ema_top1', 'final_ema_top5', 'best_top1', 'best_top5',
+                 'best_ema_top1', 'best_ema_top5', 'wall_time_seconds'):
+    assert column in reader.fieldnames
+  names = [row['name'] for row in rows]
+  assert len(names) == 6 + 1 + 2 + 2 + 4 + 3  # checkpoint config.json files are not runs
+  assert 'fig6b/broken' in names
+  by_name = {row['name']: row for row in rows}
+  assert {row['sweep'] for row in rows} == {'fig5', 'fig6a', 'fig6b', 'expansion'}
+  finished = by_name['fig5/v2_w0.35_r48']
+  assert finished['status'] == 'finished'
+  assert float(finished['final_top1']) == pytest.approx(100 * (0.2 + 0.105 + 0.24))
+  assert float(finished['final_ema_top1']) == pytest.approx(100 * (0.2 + 0.105 + 0.24 - 0.01))
+  assert float(finished['wall_time_seconds']) == 12.5
+  assert finished['shortcut'] == 'bottleneck' and finished['expansion_ratio'] == '6'
+
+
+def test_collect_marks_partial_runs_and_uses_their_last_eval(workroot):
+  rows = {row['name']: row for row in collect.collect(workroot)}
+  partial = rows['fig5/v2_w1.0_r64']
+  assert partial['status'] == 'unfinished'
+  assert partial['step'] == 200
+  assert partial['final_top1'] == pytest.approx(100 * (0.5 + 0.32))
+  assert partial['best_top5'] == pytest.approx(100.0)
+  assert partial['wall_time_seconds'] is None
+  assert rows['fig6b/broken']['status'] == 'failed'
+  assert rows['fig6b/broken']['final_top1'] is None
+  v1 = rows['fig5/v1_w1.0_r64']
+  assert v1['model'] == 'mobilenet_v1' and v1['expansion_ratio'] is None
+  assert rows['fig6a/relu6_bottleneck']['bottleneck_activation'] == 'relu6'
+  assert rows['fig6a/relu6_bottleneck']['best_top1'] == pytest.approx(60.0)
+
+
+def _lines(ax):
+  return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_figure5_has_a_line_per_resolution_and_per_width_and_v1_points(workroot):
+  rows = collect.collect(workroot)
+  made = figures.make_figures(rows, metric='final_top1')
+  assert set(made) == {'figure5', 'figure6a', 'figure6b', 'expansion'}
+  ours, reference = made['figure5'].axes
+  lines = _lines(ours)
+  for resolution in SWEEP_RESOLUTIONS:
+    assert f'MobileNetV2, {resolution} px' in lines
+  top = lines['MobileNetV2, 64 px']
+  # Widths 0.35, 1.0 and 1.4 at 64 px, ordered by MAdds.
+  assert len(top.get_xdata()) == 3
+  assert list(top.get_xdata()) == sorted(top.get_xdata())
+  assert top.get_ydata()[-1] == pytest.approx(80.0)
+  width_line = lines['MobileNetV2, width 0.35']
+  assert list(width_line.get_ydata()) == pytest.approx(
+      [100 * (0.2 + 0.105 + r / 200) for r in SWEEP_RESOLUTIONS])
+  assert 'MobileNetV2, width 1.4' not in lines  # a single point is no line
+  assert sorted(lines['MobileNetV1'].get_ydata()) == pytest.approx([50.0, 60.0])
+  assert ours.get_xscale() == 'log'
+  assert 'multiply-adds' in ours.get_xlabel() and 'top-1' in ours.get_ylabel()
+  assert 'procedural_shapes' in ours.get_title() and '32-64 px' in ours.get_title()
+  # Not ImageNet: the official numbers go to their own panel, 21 points of Figure 5.
+  reference_lines = _lines(reference)
+  official = [line for label, line in reference_lines.items() if label.endswith(' px')]
+  assert sum(len(line.get_xdata()) for line in official) == 21
+  assert reference_lines['MobileNetV2, 224 px'].get_ydata()[-1] == 75.0  # 1.4@224
+  assert len(reference_lines['MobileNetV1'].get_xdata()) == 7
+  assert 'ImageNet' in reference.get_title()
+
+
+def test_figure5_overlays_the_reference_on_imagenet_runs(workroot):
+  rows = collect.collect(workroot)
+  for row in rows:
+    row['dataset'] = 'imagenet2012'
+  figure = figures.make_figures(rows, metric='final_top1')['figure5']
+  assert len(figure.axes) == 1
+  labels = _lines(figure.axes[0])
+  assert 'MobileNetV2, 64 px' in labels and 'ImageNet reference: MobileNetV2, 96 px' in labels
+
+
+def test_figure6_has_one_training_curve_per_variant(workroot):
+  made = figures.make_figures(collect.collect(workroot))
+  lines_6a = _lines(made['figure6a'].axes[0])
+  assert set(lines_6a) == {'Linear bottleneck', 'ReLU6 in bottleneck'}
+  assert list(lines_6a['Linear bottleneck'].get_xdata()) == [100, 200, 300]
+  # The default metric is the EMA weights' accuracy.
+  assert list(lines_6a['ReLU6 in bottleneck'].get_ydata()) == pytest.approx([29.0, 49.0, 59.0])
+  assert made['figure6a'].axes[0].get_xlabel() == 'training step'
+  lines_6b = _lines(made['figure6b'].axes[0])
+  assert set(lines_6b) == {'Shortcut between bottlenecks', 'Shortcut between expansions',
+                           'No residual'}
+
+
+def test_expansion_figure_plots_final_top1_against_t(workroot):
+  figure = figures.make_figures(collect.collect(workroot), metric='final_top1')['expansion']
+  final_ax, curves_ax = figure.axes
+  line = _lines(final_ax)['MobileNetV2']
+  assert list(line.get_xdata()) == [1, 2, 6]
+  assert list(line.get_ydata()) == pytest.approx([41.0, 42.0, 46.0])
+  assert set(_lines(curves_ax)) == {'t = 1', 't = 2', 't = 6'}
+
+
+def test_figures_cli_writes_png_and_pdf_for_the_sweeps_it_has(workroot, tmp_path):
+  out = tmp_path / 'figures'
+  assert figures.main(['--workroot', str(workroot), '--out', str(out)]) == 0
+  assert sorted(path.name for path in out.iterdir()) == sorted(
+      f'{name}.{extension}' for name in ('figure5', 'figure6a', 'figure6b', 'expansion')
+      for extension in ('png', 'pdf'))
+  assert (out / 'figure5.png').read_bytes()[:4] == b'\x89PNG'
+  assert (out / 'figure5.pdf').read_bytes()[:4] == b'%PDF'
+
+
+def test_figures_skip_sweeps_without_data(tmp_path):
+  root = tmp_path / 'only6a'
+  write_run(root, 'fig6a/linear_bottleneck')
+  assert set(figures.make_figures(collect.collect(root))) == {'figure6a'}
+  assert figures.main(['--workroot', str(tmp_path / 'only6a' / 'fig6a' / 'linear_bottleneck'),
+                       '--out', str(tmp_path / 'none')]) == 1
+
+
+def test_metric_falls_back_to_raw_weights_without_ema():
+  assert figures.metric_value({'final_ema_top1': None, 'final_top1': 42.0},
+                              'final_ema_top1') == 42.0
+  assert math.isclose(figures.metric_value({'final_ema_top1': 41.0, 'final_top1': 42.0},
+                                           'final_ema_top1'), 41.0)
