@@ -1,0 +1,99 @@
+"""Prints the analytic parameter and multiply-add table for a sweep of models.
+
+  python -m mnv2_jax.stats --model mobilenet_v2 \
+      --width 0.35,0.5,0.75,1.0,1.4 --resolution 96,128,160,192,224 \
+      [--num-classes 1001] [--expansion-ratio 6] [--json]
+
+One row per (width, resolution) combination; `--json` prints a JSON list of
+the `count_model` dicts (exact integers) instead of the table.
+"""
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from mnv2_jax.stats import counts
+
+
+def _comma_separated(parse, what: str):
+  def parse_list(text: str) -> list:
+    try:
+      return [parse(item) for item in text.split(',') if item.strip()]
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f'expected a comma-separated list of {what}, got {text!r}') from None
+  return parse_list
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m mnv2_jax.stats',
+      description='Analytic parameter and multiply-add counts of MobileNetV2/V1, '
+                  'computed from the architecture table without building the network.')
+  parser.add_argument('--model', default='mobilenet_v2', choices=counts.MODEL_NAMES)
+  parser.add_argument('--width', type=_comma_separated(float, 'numbers'), default=[1.0],
+                      help='width multipliers, e.g. 0.35,0.5,0.75,1.0,1.4')
+  parser.add_argument('--resolution', type=_comma_separated(int, 'integers'), default=[224],
+                      help='input resolutions, e.g. 96,128,160,192,224')
+  parser.add_argument('--num-classes', type=int, default=1000,
+                      help='classifier outputs (the official checkpoints use 1001)')
+  parser.add_argument('--expansion-ratio', type=float, default=None,
+                      help=f'MobileNetV2 expansion ratio t (default '
+                           f'{counts.DEFAULT_EXPANSION_RATIO}); not valid for mobilenet_v1')
+  parser.add_argument('--json', action='store_true', help='print a JSON list instead of a table')
+  return parser
+
+
+def count_rows(args: argparse.Namespace) -> list[dict]:
+  expansion_ratio = args.expansion_ratio
+  if expansion_ratio is not None and expansion_ratio.is_integer():
+    expansion_ratio = int(expansion_ratio)  # Keeps '6' rather than '6.0' in the output.
+  return [counts.count_model(args.model, width, resolution, args.num_classes, expansion_ratio)
+          for width in args.width for resolution in args.resolution]
+
+
+def format_table(rows: Sequence[dict]) -> str:
+  """A fixed-width table: exact counts with thousands separators, MAdds also in millions."""
+  header = ('model', 'width', 'resolution', 't', 'classes', 'params', 'params_no_bn',
+            'madds', 'MAdds (M)')
+  lines = [header]
+  for row in rows:
+    t = row['expansion_ratio']
+    lines.append((row['model'], str(row['width']), str(row['resolution']),
+                  '-' if t is None else f'{t:g}', str(row['num_classes']),
+                  f'{row["params"]:,}', f'{row["params_no_bn"]:,}', f'{row["madds"]:,}',
+                  f'{row["madds"] / 1e6:.2f}'))
+  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+  # Text columns are left-aligned, numbers right-aligned.
+  return '\n'.join(
+      '  '.join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line, widths)))
+      for line in lines)
+
+
+def accounting_report(args: argparse.Namespace) -> str:
+  if args.model == 'mobilenet_v1' and args.expansion_ratio is not None:
+    raise ValueError('--expansion-ratio applies to mobilenet_v2 only; drop it for mobilenet_v1.')
+  rows = count_rows(args)
+  return json.dumps(rows, indent=1) if args.json else format_table(rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Parses `argv` (default sys.argv[1:]) and prints the report of the chosen mode.
+
+  Each mode is a function from the parsed flags to the text it prints; a new
+  mode adds its flags in `build_parser` and one branch here.
+  """
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    report = accounting_report(args)
+  except ValueError as error:
+    parser.error(str(error))  # One line naming the bad flag value; exits with status 2.
+  print(report)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
