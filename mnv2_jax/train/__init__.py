@@ -1,0 +1,14 @@
+"""Training: the state, the paper's optimiser recipe and the per-device steps.
+
+- `state`: TrainState (step, params, batch_stats, opt_state, ema_params,
+  ema_batch_stats), `create_model`, `create_train_state`.
+- `optimizer`: TF1 RMSProp + masked L2 + learning-rate schedules (optax), EMA.
+- `step`: per-device `train_step` / `eval_step` with a named device axis,
+  run on all devices by `mnv2_jax.parallel.DataParallel`.
+"""
+
+from mnv2_jax.train.optimizer import (create_learning_rate_schedule, create_optimizer,
+                                      l2_loss, l2_mask, scaled_learning_rate,
+                                      total_train_steps, validate_optimizer_config)
+from mnv2_jax.train.state import TrainState, create_model, create_train_state
+from mnv2_jax.train.step import cross_entropy_loss, eval_step, train_step
