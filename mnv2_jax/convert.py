@@ -373,6 +373,9 @@ def _h5_input_resolution(path: str) -> Optional[int]:
 def _check_weights_file(path: str, width_multiplier: float, resolution: int,
                         num_classes: int) -> None:
   """Checks an .h5 file against the requested model before Keras loads it by layer order."""
+  shapes = read_h5_weight_shapes(path)
+  if shapes is not None:
+    check_weights_match(shapes, width_multiplier, num_classes, path)
   match = KERAS_IMAGENET_FILE.search(os.path.basename(path))
   if match and (float(match['width']) != width_multiplier or
                 int(match['resolution']) != resolution):
@@ -380,9 +383,6 @@ def _check_weights_file(path: str, width_multiplier: float, resolution: int,
         f'{path} holds Keras\' ImageNet weights for width {float(match["width"])} at '
         f'{match["resolution"]}px, but --width {width_multiplier} --resolution {resolution} '
         f'was requested.')
-  shapes = read_h5_weight_shapes(path)
-  if shapes is not None:
-    check_weights_match(shapes, width_multiplier, num_classes, path)
   file_resolution = _h5_input_resolution(path)
   if file_resolution is not None and file_resolution != resolution:
     raise ValueError(f'{path} is a model with {file_resolution}px inputs, but --resolution '

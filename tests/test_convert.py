@@ -57,12 +57,16 @@ def random_keras_model(width: float, resolution: int, num_classes: int = 1000):
   return model
 
 
+@functools.cache
+def _jitted_apply(num_classes, width_multiplier, expansion_ratio, depthwise_impl):
+  model = MobileNetV2(num_classes=num_classes, width_multiplier=width_multiplier,
+                      expansion_ratio=expansion_ratio, depthwise_impl=depthwise_impl)
+  return jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+
 def _our_logits(variables, model_config, images, depthwise_impl='auto'):
-  model = MobileNetV2(num_classes=model_config['num_classes'],
-                      width_multiplier=model_config['width_multiplier'],
-                      expansion_ratio=model_config['expansion_ratio'],
-                      depthwise_impl=depthwise_impl)
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  apply = _jitted_apply(model_config['num_classes'], model_config['width_multiplier'],
+                        model_config['expansion_ratio'], depthwise_impl)
   return np.asarray(apply(variables, images))
 
 
@@ -142,35 +146,64 @@ def test_a_weights_file_that_is_not_a_mobilenet_v2_is_refused(tmp_path):
 
 @pytest.fixture(scope='module')
 def keras_h5_file(tmp_path_factory):
-  """A random 0.35@96 MobileNetV2 saved as a legacy .h5 file (the format of Keras' downloads)."""
+  """A random 0.35@96 MobileNetV2 saved whole as a legacy .h5 file (keeps its input size)."""
   path = str(tmp_path_factory.mktemp('keras') / 'mobilenet_v2_0.35_96.h5')
   random_keras_model(0.35, 96).save(path)
   return path
 
 
-def test_a_weights_file_of_another_width_is_named_before_loading(keras_h5_file):
+@pytest.fixture(scope='module')
+def downloaded_weights_file(tmp_path_factory):
+  """A random 0.35@96 MobileNetV2 in the format and under the name of Keras' ImageNet download."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('keras') /
+             'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96.h5')
+  with h5py.File(path, 'w') as file:
+    legacy_h5_format.save_weights_to_hdf5_group(file, random_keras_model(0.35, 96))
+  return path
+
+
+def test_the_download_format_lists_exactly_the_layout(downloaded_weights_file):
+  shapes = convert.read_h5_weight_shapes(downloaded_weights_file)
+  layout = convert.keras_layout(0.35, 1000)
+  assert shapes == {w.layer: {v.weight: v.shape for v in layout if v.layer == w.layer}
+                    for w in layout}
+
+
+def test_a_weights_file_of_another_width_is_named_before_loading(downloaded_weights_file):
   with pytest.raises(ValueError, match=r'does not match MobileNetV2 width 0\.5 .*'
                                        r'It is a MobileNetV2 of width 0\.35 with 1000 classes'):
-    convert.convert(0.5, 96, weights=keras_h5_file)
+    convert.convert(0.5, 96, weights=downloaded_weights_file)
 
 
-def test_a_weights_file_of_another_resolution_is_named(keras_h5_file, tmp_path):
+def test_a_weights_file_of_another_resolution_is_named(keras_h5_file, downloaded_weights_file):
   with pytest.raises(ValueError, match='with 96px inputs, but --resolution 128'):
     convert.convert(0.35, 128, weights=keras_h5_file)
-  # Keras' own download names say which width and resolution they were trained for.
-  official_name = tmp_path / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96.h5'
-  official_name.write_bytes(b'')
+  # Keras' download names say which width and resolution they were trained for.
   with pytest.raises(ValueError, match=r'for width 0\.35 at 96px, but --width 0\.35 '
                                        r'--resolution 128 was requested'):
-    convert.convert(0.35, 128, weights=str(official_name))
+    convert.convert(0.35, 128, weights=downloaded_weights_file)
 
 
-def test_command_line_writes_a_checkpoint_with_keras_logits(keras_h5_file, tmp_path):
+def test_a_keras_file_converts_like_its_model_and_names_a_resolution_mismatch(tmp_path):
+  keras_model = random_keras_model(0.35, 96)
+  path = str(tmp_path / 'model.keras')
+  keras_model.save(path)
+  variables, model_config = convert.convert(0.35, 96, weights=path)
+  expected, _ = convert.convert_keras_model(keras_model)
+  jax.tree.map(np.testing.assert_array_equal, variables, expected)
+  assert model_config['source'] == f'keras weights file {path}'
+  with pytest.raises(ValueError, match='takes 96x96 images, but resolution 128 was requested'):
+    convert.convert(0.35, 128, weights=path)
+
+
+def test_command_line_writes_a_checkpoint_with_keras_logits(downloaded_weights_file, tmp_path):
   out = tmp_path / 'pretrained'
   convert.main(['--from', 'keras', '--width', '0.35', '--resolution', '96', '--weights',
-                keras_h5_file, '--num-classes', '1000', '--out', str(out)])
+                downloaded_weights_file, '--num-classes', '1000', '--out', str(out)])
   variables, model_config = pretrained.load_pretrained(out)
-  assert model_config['source'] == f'keras weights file {keras_h5_file}'
+  assert model_config['source'] == f'keras weights file {downloaded_weights_file}'
   assert model_config['input_range'] == '[-1, 1]'
   images = _images(96, seed=1)
   keras_logits = np.asarray(random_keras_model(0.35, 96)(images, training=False))
