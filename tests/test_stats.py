@@ -211,7 +211,7 @@ def test_analytic_madds_equal_the_macs_of_the_traced_program(
       name, width, resolution, expansion_ratio, num_classes)
   jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
   macs = traced_macs(jaxpr.jaxpr)
-  layers = stats.layer_counts(name, width, resolution, num_classes, expansion_ratio or 6)
+  layers = stats.layer_counts(name, width, resolution, num_classes, expansion_ratio)
   assert sorted(macs) == sorted(layer.madds for layer in layers)
   assert sum(macs) == stats.count_model(
       name, width, resolution, num_classes, expansion_ratio)['madds']
@@ -227,7 +227,7 @@ def test_analytic_params_equal_model_init(name, width, resolution, expansion_rat
   assert size(variables['batch_stats']) == counts['batch_stats']
   # Layer by layer: every analytic layer is a kernel (+ classifier bias) of the parameter tree.
   params = variables['params']
-  for layer in stats.layer_counts(name, width, resolution, num_classes, expansion_ratio or 6):
+  for layer in stats.layer_counts(name, width, resolution, num_classes, expansion_ratio):
     module = params
     for key in layer.name.split('/'):
       module = module[key]
