@@ -29,12 +29,12 @@ LOG_TAIL_LINES = 30
 POLL_SECONDS = 0.2
 
 
-def log_tail(path: pathlib.Path, lines: int = LOG_TAIL_LINES) -> str:
-  """The last `lines` lines of a log (progress-bar carriage returns folded)."""
+def log_tail(path: pathlib.Path, lines: int = LOG_TAIL_LINES, start: int = 0) -> str:
+  """The last `lines` lines of a log after byte `start` (progress-bar redraws folded)."""
   if not path.exists():
     return ''
   with open(path, 'rb') as log:
-    log.seek(max(0, path.stat().st_size - 64 * 1024))
+    log.seek(max(start, path.stat().st_size - 64 * 1024))
     text = log.read().decode('utf-8', errors='replace')
   kept = collections.deque((line.rsplit('\r', 1)[-1] for line in text.splitlines()), maxlen=lines)
   return '\n'.join(kept)
@@ -80,6 +80,7 @@ class LocalRunner:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / manifest_lib.LOG_FILE
     log = open(log_path, 'ab')
+    run['log_offset'] = log.tell()  # this attempt's output starts here
     log.write(f'=== {manifest_lib.now()} launch.sweep: {run["command"]}\n'.encode())
     log.flush()
     process = subprocess.Popen(
@@ -104,7 +105,7 @@ class LocalRunner:
       self.echo(f'finished {run["name"]}  ({run["wall_seconds"]:.0f} s)')
       return
     run['status'] = 'failed'
-    tail = log_tail(pathlib.Path(run['log']))
+    tail = log_tail(pathlib.Path(run['log']), start=run.get('log_offset', 0))
     run['error'] = (f'exit code {exit_code}' if exit_code != 0 else
                     f'exit code 0 but no {manifest_lib.FINAL_METRICS_FILE}') + '\n' + tail
     last_line = tail.strip().splitlines()[-1] if tail.strip() else ''

@@ -129,25 +129,30 @@ def parse_set(items: Sequence[str]) -> dict[str, str]:
 
 
 def _typed(config, key: str, text: str) -> Any:
-  """Parses a --set string with the type of the config field it overrides."""
+  """Parses a --set string with the type of the config field it overrides.
+
+  Unknown fields stay strings; apply_overrides then names them.
+  """
+  *parents, leaf = key.split('.')
   node = config
-  for part in key.split('.')[:-1]:
-    node = node[part] if hasattr(node, 'keys') and part in node else None
-    if node is None:
+  for part in parents:
+    if not hasattr(node, 'keys') or part not in node:
       return text
-  leaf = key.split('.')[-1]
-  current = node.get(leaf) if hasattr(node, 'keys') else None
+    node = node[part]
+  if not hasattr(node, 'get_type') or leaf not in node:
+    return text
+  field_type = node.get_type(leaf)  # also known for None placeholders
+  if text.lower() == 'none':
+    return None
   try:
-    if isinstance(current, bool):
+    if field_type is bool:
       if text.lower() not in ('true', 'false'):
         raise ValueError
       return text.lower() == 'true'
-    if isinstance(current, int):
-      return int(text)
-    if isinstance(current, float):
-      return float(text)
+    if field_type in (int, float):
+      return field_type(text)
   except ValueError:
-    raise ValueError(f'--set {key}={text}: {key} is a {type(current).__name__}.') from None
+    raise ValueError(f'--set {key}={text}: {key} is a {field_type.__name__}.') from None
   return text
 
 
@@ -175,13 +180,22 @@ def is_finished(workdir: str) -> bool:
   return (epath.Path(workdir) / FINAL_METRICS_FILE).exists()
 
 
+def _varied_fields(overrides_of_runs: Sequence[Mapping[str, Any]]) -> set[str]:
+  """Fields whose value is not the same in every run."""
+  fields = set().union(*overrides_of_runs)
+  missing = object()
+  return {field for field in fields
+          if len({repr(overrides.get(field, missing)) for overrides in overrides_of_runs}) > 1}
+
+
 def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
                    python: str = sys.executable, extra_overrides: Sequence[str] = (),
                    only: Sequence[str] = (), repo_dir: pathlib.Path = REPO_ROOT) -> dict:
   """Expands `sweep` of config file `config` into a manifest dict (nothing is written).
 
   extra_overrides: 'field=value' strings applied to every run (e.g. shorter
-    runs); a field the sweep itself varies is refused, since run names would lie.
+    runs); they replace the sweep's value of a field that is the same in all
+    its runs, and a field the sweep varies is refused, since run names would lie.
   only: fnmatch patterns on run names ('fig5/v2_w0.35_*'); empty keeps all.
   """
   config_path, arg = split_config_arg(config)
@@ -197,14 +211,16 @@ def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
   extra = {key: _typed(base_config, key, value) for key, value in extra.items()}
   workroot = resolve_workroot(workroot)
   command_config = config_for_command(config_path, arg, repo_dir)
+  expanded = expand_sweep(sweeps[sweep], sweep)
+  varied = _varied_fields([overrides for _, overrides in expanded])
+  conflicts = sorted(set(extra) & varied)
+  if conflicts:
+    raise ValueError(f'--set {conflicts} conflicts with sweep {sweep!r}, which varies it '
+                     'between runs (run names would lie); drop it from --set.')
   runs = []
-  for name, overrides in expand_sweep(sweeps[sweep], sweep):
+  for name, overrides in expanded:
     if only and not any(fnmatch.fnmatchcase(name, pattern) for pattern in only):
       continue
-    conflicts = sorted(set(extra) & set(overrides))
-    if conflicts:
-      raise ValueError(f'--set {conflicts} conflicts with the sweep, which varies it in '
-                       f'run {name!r}; drop it from --set.')
     overrides = {**overrides, **extra}
     apply_overrides(base_config, overrides, name)
     workdir = os.path.join(workroot, *name.split('/'))
