@@ -90,43 +90,36 @@ def keras_layout(width_multiplier: float, num_classes: int) -> tuple[KerasWeight
   spec = architecture.mobilenet_v2_spec(width_multiplier, expansion_ratio=6)
   layout = []
 
+  # `ours` is the '/'-separated path of our module, e.g. 'block_3/expand_conv'.
   def conv(layer, in_channels, out_channels, kernel_size, ours):
     layout.append(KerasWeight(layer, 'kernel', (kernel_size, kernel_size, in_channels, out_channels),
-                              'params', (ours, 'kernel')))
+                              'params', (*ours.split('/'), 'kernel')))
 
   def depthwise(layer, channels, ours):
-    layout.append(KerasWeight(layer, 'kernel', (3, 3, channels, 1), 'params', (ours, 'kernel'),
-                              depthwise=True))
+    layout.append(KerasWeight(layer, 'kernel', (3, 3, channels, 1), 'params',
+                              (*ours.split('/'), 'kernel'), depthwise=True))
 
   def batch_norm(layer, channels, ours):
     for weight, (collection, name) in _BATCH_NORM_WEIGHTS.items():
-      layout.append(KerasWeight(layer, weight, (channels,), collection, (ours, name)))
+      layout.append(KerasWeight(layer, weight, (channels,), collection, (*ours.split('/'), name)))
 
   conv('Conv1', 3, spec.stem_channels, 3, 'stem_conv')
   batch_norm('bn_Conv1', spec.stem_channels, 'stem_bn')
   for block in spec.blocks:
     prefix, ours = _keras_block_prefix(block.index), f'block_{block.index}'
     if block.has_expansion:
-      conv(f'{prefix}expand', block.in_channels, block.expanded_channels, 1, (ours, 'expand_conv'))
-      batch_norm(f'{prefix}expand_BN', block.expanded_channels, (ours, 'expand_bn'))
-    depthwise(f'{prefix}depthwise', block.expanded_channels, (ours, 'depthwise_conv'))
-    batch_norm(f'{prefix}depthwise_BN', block.expanded_channels, (ours, 'depthwise_bn'))
-    conv(f'{prefix}project', block.expanded_channels, block.out_channels, 1, (ours, 'project_conv'))
-    batch_norm(f'{prefix}project_BN', block.out_channels, (ours, 'project_bn'))
+      conv(f'{prefix}expand', block.in_channels, block.expanded_channels, 1, f'{ours}/expand_conv')
+      batch_norm(f'{prefix}expand_BN', block.expanded_channels, f'{ours}/expand_bn')
+    depthwise(f'{prefix}depthwise', block.expanded_channels, f'{ours}/depthwise_conv')
+    batch_norm(f'{prefix}depthwise_BN', block.expanded_channels, f'{ours}/depthwise_bn')
+    conv(f'{prefix}project', block.expanded_channels, block.out_channels, 1, f'{ours}/project_conv')
+    batch_norm(f'{prefix}project_BN', block.out_channels, f'{ours}/project_bn')
   conv('Conv_1', spec.blocks[-1].out_channels, spec.last_channels, 1, 'last_conv')
   batch_norm('Conv_1_bn', spec.last_channels, 'last_bn')
   layout.append(KerasWeight('predictions', 'kernel', (spec.last_channels, num_classes), 'params',
                             ('classifier', 'kernel')))
   layout.append(KerasWeight('predictions', 'bias', (num_classes,), 'params', ('classifier', 'bias')))
-  # Flatten the (block, layer) tuples into one path.
-  return tuple(dataclasses.replace(w, path=_flatten_path(w.path)) for w in layout)
-
-
-def _flatten_path(path) -> tuple[str, ...]:
-  flat = []
-  for part in path:
-    flat.extend(part if isinstance(part, tuple) else (part,))
-  return tuple(flat)
+  return tuple(layout)
 
 
 def keras_strides(width_multiplier: float) -> dict[str, int]:
