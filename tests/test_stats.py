@@ -9,6 +9,8 @@ import csv
 import functools
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -255,6 +257,14 @@ def test_command_prints_one_json_row_per_width_and_resolution(capsys):
           'madds'} <= set(one)
   assert all(isinstance(row[key], int) for row in rows
              for key in ('params', 'params_no_bn', 'madds'))
+
+
+def test_python_dash_m_runs_the_command():
+  result = subprocess.run(
+      [sys.executable, '-m', 'mnv2_jax.stats', '--width', '0.35', '--resolution', '96',
+       '--num-classes', '1001', '--json'], capture_output=True, text=True, check=True)
+  [row] = json.loads(result.stdout)
+  assert math.floor(row['madds'] / 1e6) == 11 and round(row['params_no_bn'] / 1e6, 2) == 1.66
 
 
 def test_command_prints_a_table_with_a_header_and_one_line_per_combination(capsys):
