@@ -73,7 +73,10 @@ def save_pretrained(directory: str | os.PathLike, variables: Mapping[str, Any],
   """Writes `variables` ({'params', 'batch_stats'}) and `model_config` to `directory`.
 
   Raises ValueError before writing anything if the inputs are incomplete, or if
-  `directory` already holds files and `overwrite` is False.
+  `directory` already holds files and `overwrite` is False. The arrays must be
+  fully addressable (host numpy or single-process jax arrays); in a multi-process
+  run every process calls this (orbax coordinates the write) and process 0
+  writes the JSON.
   """
   _validate_variables(variables)
   model_config = dict(model_config)
@@ -91,6 +94,8 @@ def save_pretrained(directory: str | os.PathLike, variables: Mapping[str, Any],
   checkpointer.wait_until_finished()
   checkpointer.close()
   # The JSON is written last: its presence means the directory is complete.
+  if jax.process_index() != 0:
+    return
   with open(os.path.join(directory, MODEL_CONFIG_FILE), 'w') as f:
     json.dump(model_config, f, indent=2, sort_keys=True)
     f.write('\n')
