@@ -271,10 +271,14 @@ def test_the_expansion_shortcut_adds_the_previous_expansion_and_nothing_else():
                                module_output(intermediates, f'block_{i}', 'project_bn'))
 
 
-def test_the_expansion_shortcut_adds_no_parameters():
-  shapes = lambda shortcut: jax.tree.map(lambda leaf: leaf.shape, abstract_init(
-      MobileNetV2(width_multiplier=0.75, shortcut=shortcut, depthwise_impl='xla'), 64)[1])
-  assert shapes('expansion') == shapes('bottleneck') == shapes('none')
+def test_the_expansion_shortcut_and_the_other_ablations_add_no_parameters():
+  shapes = lambda shortcut, activation: jax.tree.map(lambda leaf: leaf.shape, abstract_init(
+      MobileNetV2(width_multiplier=0.75, shortcut=shortcut, bottleneck_activation=activation,
+                  depthwise_impl='xla'), 64)[1])
+  standard = shapes('bottleneck', 'linear')
+  for shortcut in architecture.SHORTCUTS:
+    for activation in architecture.BOTTLENECK_ACTIVATIONS:
+      assert shapes(shortcut, activation) == standard, (shortcut, activation)
 
 
 def test_the_expansion_shortcut_changes_the_outputs():
