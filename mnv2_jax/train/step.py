@@ -49,6 +49,11 @@ def _correct_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1)
 
 
+def dropout_key(dropout_rng: jax.Array, step: jax.Array, axis_name: str) -> jax.Array:
+  """A dropout key unique to this step and this device, reproducible from the seed."""
+  return jax.random.fold_in(jax.random.fold_in(dropout_rng, step), lax.axis_index(axis_name))
+
+
 def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array, *,
                axis_name: str, label_smoothing: float = 0.0,
                ema_decay: Optional[float] = None,
@@ -75,8 +80,7 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array, *,
     see `optimizer.l2_loss`), 'top1' (training accuracy) and, when
     `learning_rate_fn` is given, 'learning_rate' (the rate applied this step).
   """
-  rng = jax.random.fold_in(jax.random.fold_in(dropout_rng, state.step),
-                           lax.axis_index(axis_name))
+  rng = dropout_key(dropout_rng, state.step, axis_name)
 
   def loss_fn(params):
     logits, new_model_state = state.apply_fn(
