@@ -204,9 +204,17 @@ def plot_figure5(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1',
   return figure
 
 
-def plot_training_curves(rows: Sequence[dict[str, Any]], title: str, label_of,
+def plot_training_curves(rows: Sequence[dict[str, Any]], title: str, field: str,
+                         labels: dict[str, str],
                          metric: str = 'final_ema_top1') -> Optional[Figure]:
-  """Top-1 vs training step, one line per run, labelled by `label_of(row)`."""
+  """Top-1 vs training step, one line per run, labelled `labels[row[field]]`.
+
+  Curves come in the order of `labels` (the paper's legend order).
+  """
+  label_of = lambda row: labels.get(row[field], row['name'])
+  order = list(labels)
+  rows = sorted(rows, key=lambda row: (order.index(row[field]) if row[field] in order
+                                       else len(order), row['name']))
   figure = Figure(figsize=(8, 5.5), layout='constrained')
   ax = figure.subplots()
   drawn = []
@@ -281,10 +289,10 @@ def make_figures(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1',
       'figure6a': plot_training_curves(
           by_sweep.get('fig6a', []),
           'MobileNetV2 Figure 6a: impact of the non-linearity in the bottleneck',
-          lambda row: BOTTLENECK_LABELS.get(row['bottleneck_activation'], row['name']), metric),
+          'bottleneck_activation', BOTTLENECK_LABELS, metric),
       'figure6b': plot_training_curves(
           by_sweep.get('fig6b', []), 'MobileNetV2 Figure 6b: impact of the residual connection',
-          lambda row: SHORTCUT_LABELS.get(row['shortcut'], row['name']), metric),
+          'shortcut', SHORTCUT_LABELS, metric),
       'expansion': plot_expansion(by_sweep.get('expansion', []), metric),
   }
   return {name: figure for name, figure in figures.items() if figure is not None}
