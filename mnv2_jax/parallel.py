@@ -186,8 +186,12 @@ class DataParallel:
                                    out_specs=(P(), P()), check_vma=False),
                      donate_argnums=donate)
 
+    placed = {}  # The loop passes the same key every step: place it once.
+
     def run(state, batch, dropout_rng):
-      return mapped(state, batch, self._place_key(dropout_rng))
+      if placed.get('source') is not dropout_rng:
+        placed.update(source=dropout_rng, key=self._place_key(dropout_rng))
+      return mapped(state, batch, placed['key'])
 
     return run
 

@@ -82,11 +82,12 @@ def test_dropout_keys_differ_per_device_and_per_step_and_repeat_for_the_same_see
   np.testing.assert_array_equal(np.asarray(keys(jax.random.key(7), 0)), step_0)
 
 
-def test_eval_step_counts_only_unmasked_examples_over_all_devices():
+@pytest.mark.parametrize('strategy', parallel.STRATEGIES)
+def test_eval_step_counts_only_unmasked_examples_over_all_devices(strategy):
   state = _tiny_state(tiny_config())
   batch = random_batch()
   batch['mask'] = np.array([True] * 5 + [False] * 3)
-  dp = parallel.DataParallel('shard_map', jax.devices()[:2])
+  dp = parallel.DataParallel(strategy, jax.devices()[:2])
   counts = dp.fetch_metrics(dp.wrap_eval_step(step_lib.eval_step)(dp.replicate(state),
                                                                    dp.shard_batch(batch)))
   logits = state.apply_fn(state.variables, batch['image'][:5], train=False)

@@ -7,7 +7,6 @@ disabled (ema_decay None/0) they are copies of the current weights, so the
 state's structure, the checkpoints and the evaluation do not depend on it.
 """
 
-import functools
 from typing import Any, Callable, Sequence
 
 import flax
@@ -94,8 +93,7 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module,
   Runs on the default device under `jit`; place the result on the devices with
   `mnv2_jax.parallel.DataParallel.replicate`.
   """
-  # jit because eager initialisation of 17 blocks op by op is slow.
-  @functools.partial(jax.jit)
+  @jax.jit  # eager initialisation of 17 blocks, op by op, is slow
   def init(rng):
     variables = model.init({'params': rng}, jnp.zeros(input_shape, jnp.float32), train=False)
     params, batch_stats = variables['params'], variables.get('batch_stats', {})
