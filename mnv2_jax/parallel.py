@@ -127,7 +127,10 @@ class DataParallel:
   def unreplicate(self, tree: Any) -> Any:
     """Host NumPy copy of a replicated pytree (e.g. the state for saving)."""
     if self.strategy == 'pmap':
-      return jax.tree.map(lambda x: _to_host(x.addressable_data(0))[0], tree)
+      # pmap outputs carry a leading local-device axis; a scalar came from
+      # plain jit (e.g. a reduction over the state) and is returned as is.
+      return jax.tree.map(
+          lambda x: _to_host(x) if np.ndim(x) == 0 else _to_host(x.addressable_data(0))[0], tree)
     return jax.tree.map(_to_host, tree)
 
   def shard_batch(self, local_batch: Dict[str, np.ndarray]) -> Dict[str, Any]:

@@ -86,6 +86,9 @@ def test_replicate_then_unreplicate_returns_the_same_host_values(strategy):
   back = dp.unreplicate(dp.replicate(tree))
   np.testing.assert_array_equal(back['w'], tree['w'])
   assert back['step'] == 4 and isinstance(back['w'], np.ndarray)
+  # A scalar computed from the replicated state with plain jit reads back too.
+  largest = jax.jit(lambda t: t['w'].max())(dp.replicate(tree))
+  assert dp.fetch_metrics({'largest': largest}) == {'largest': 5.0}
 
 
 @pytest.mark.parametrize('strategy', parallel.STRATEGIES)
