@@ -1,5 +1,6 @@
 """Two processes with two CPU devices each (gloo on loopback) train like one 4-device process."""
 
+import functools
 import os
 import socket
 import subprocess
@@ -8,10 +9,10 @@ import textwrap
 
 import jax
 import numpy as np
-import pytest
 from flax import traverse_util
 
 from mnv2_jax import parallel
+from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
 from tiny_training import RESOLUTION, TinyNet, random_batch, tiny_config
 
 NUM_STEPS = 2
@@ -64,8 +65,6 @@ def _free_port() -> int:
 
 def _single_process_reference(strategy):
   """The same run in this process on 4 of its 8 CPU devices."""
-  import functools
-  from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
   tx = optimizer.create_optimizer(tiny_config(), steps_per_epoch=2)
   state = state_lib.create_train_state(jax.random.key(0), TinyNet(dropout_rate=0.5), tx,
                                        (1, RESOLUTION, RESOLUTION, 3))

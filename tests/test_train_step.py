@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 from mnv2_jax import parallel
 from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
-from tiny_training import NUM_CLASSES, RESOLUTION, TinyNet, random_batch, tiny_config
+from tiny_training import RESOLUTION, TinyNet, random_batch, tiny_config
 
 
 def _tiny_state(config, model=None):

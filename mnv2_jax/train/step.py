@@ -16,7 +16,7 @@ the batch statistics over the axis (`create_model`), the moving averages are
 then already equal and the `pmean` changes nothing.
 """
 
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -96,7 +96,10 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array, *,
   batch_stats = lax.pmean(batch_stats, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
 
-  # TF's EMA counts the update just applied: num_updates = the step before it.
+  # The EMA averages the weights after this update, with num_updates = the
+  # step before it (decay 0.1 on the first update). TF-Slim grouped the EMA
+  # and the gradient ops without an order between them; this is the
+  # deterministic reading.
   decay = optimizer.ema_decay_at(state.step, ema_decay)
   new_state = new_state.replace(
       ema_params=optimizer.update_ema(state.ema_params, new_state.params, decay),
