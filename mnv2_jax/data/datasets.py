@@ -1,0 +1,250 @@
+"""Which TFDS builder a data config names, its checks and its sizes.
+
+Every dataset goes through a `tfds` builder: a catalogue dataset by name, the
+built-in `procedural_shapes` (rendered on first use into `data_dir`), or an
+image folder through `tfds.folder_dataset.ImageFolder`.
+"""
+
+import difflib
+import functools
+import os
+from typing import NamedTuple
+
+import ml_collections
+import tensorflow_datasets as tfds
+
+from mnv2_jax.data import procedural_shapes
+
+BUILT_IN_DATASET = 'procedural_shapes'
+IMAGE_FOLDER_DATASET = 'image_folder'
+MIN_RESOLUTION = 32
+IMAGENET_MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+
+# `tfds.testing.mock_data` replaces `as_dataset` and serves random examples
+# without any files; the "is it prepared / downloaded" checks then do not
+# apply. Comparing with the original method is how we tell.
+_ORIGINAL_AS_DATASET = tfds.core.DatasetBuilder.as_dataset
+
+
+class DatasetInfo(NamedTuple):
+  num_classes: int
+  num_train_examples: int
+  num_eval_examples: int
+
+
+def _tfds_mocked() -> bool:
+  return tfds.core.DatasetBuilder.as_dataset is not _ORIGINAL_AS_DATASET
+
+
+def _base_name(dataset: str) -> str:
+  """'imagenet2012_subset/1pct:5.0.0' -> 'imagenet2012_subset'."""
+  return dataset.split(':')[0].split('/')[0]
+
+
+def _tfds_data_dir(data_config) -> str:
+  """The data directory tfds uses for `data_config.data_dir` (None: default)."""
+  return os.path.expanduser(data_config.data_dir or
+                            tfds.core.constants.DATA_DIR)
+
+
+def _render_resolution(data_config) -> int:
+  return data_config.render_resolution or data_config.resolution
+
+
+def get_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of `data_config` (not prepared: see `prepare`)."""
+  if data_config.dataset == IMAGE_FOLDER_DATASET:
+    return _image_folder_builder(data_config.image_folder)
+  if data_config.dataset == BUILT_IN_DATASET:
+    return _built_in_builder(
+        data_config.num_train_examples, data_config.num_test_examples,
+        _render_resolution(data_config), data_config.dataset_seed,
+        data_config.data_dir)
+  return tfds.builder(data_config.dataset, data_dir=data_config.data_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _built_in_builder(num_train_examples, num_test_examples, render_resolution,
+                      seed, data_dir):
+  config = procedural_shapes.make_builder_config(
+      num_train_examples=num_train_examples,
+      num_test_examples=num_test_examples,
+      render_resolution=render_resolution, seed=seed)
+  return tfds.builder(BUILT_IN_DATASET, config=config, data_dir=data_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _image_folder_builder(root_dir: str):
+  return tfds.folder_dataset.ImageFolder(os.path.expanduser(root_dir))
+
+
+def prepare(builder: tfds.core.DatasetBuilder) -> None:
+  """Renders the built-in dataset (or prepares a manual-download one) once."""
+  if isinstance(builder, tfds.folder_dataset.ImageFolder) or _tfds_mocked():
+    return
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+
+
+def resolve_eval_split(data_config, builder=None) -> str:
+  """`eval_split`, or the dataset's held-out split when it is None."""
+  if data_config.eval_split:
+    return data_config.eval_split
+  if _base_name(data_config.dataset) == 'imagenet2012':
+    return 'validation'
+  if data_config.dataset == BUILT_IN_DATASET:
+    return 'test'
+  builder = builder or get_builder(data_config)
+  splits = set(builder.info.splits.keys())
+  if 'test' in splits or not splits:
+    return 'test'
+  return 'validation'
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  """Examples in `split` (a TFDS split or slice) of a prepared builder."""
+  if builder.info.splits:
+    return builder.info.splits[split].num_examples
+  # Mocked builders have no split metadata; their datasets know their size.
+  return int(builder.as_dataset(split=split).cardinality())
+
+
+def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
+  """Number of classes and of train/eval examples (prepares the dataset)."""
+  builder = get_builder(data_config)
+  prepare(builder)
+  return DatasetInfo(
+      num_classes=builder.info.features['label'].num_classes,
+      num_train_examples=num_examples(builder, data_config.train_split),
+      num_eval_examples=num_examples(
+          builder, resolve_eval_split(data_config, builder)))
+
+
+def _check_positive_int(name: str, value, *divisors: tuple[str, int]) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ValueError(f'data.{name}={value!r} must be a positive integer; set '
+                     f'--config.data.{name}=<int>.')
+  for what, divisor in divisors:
+    if value % divisor:
+      raise ValueError(
+          f'data.{name}={value} is not divisible by the {what} ({divisor}); '
+          f'use a multiple of {divisor}, e.g. '
+          f'--config.data.{name}={max(divisor, value // divisor * divisor)}.')
+
+
+def _check_known_dataset(dataset: str) -> None:
+  if dataset in (BUILT_IN_DATASET, IMAGE_FOLDER_DATASET):
+    return
+  known = tfds.list_builders(with_community_datasets=False)
+  if _base_name(dataset) in known:
+    return
+  close = difflib.get_close_matches(_base_name(dataset),
+                                    known + [BUILT_IN_DATASET], n=3)
+  hint = f'did you mean {" or ".join(map(repr, close))}? ' if close else ''
+  raise ValueError(
+      f'Unknown dataset {dataset!r}: {hint}Set data.dataset to a TFDS name '
+      f'(see `tfds.list_builders()`), {BUILT_IN_DATASET!r} (built in) or '
+      f'{IMAGE_FOLDER_DATASET!r} with data.image_folder.')
+
+
+def _check_image_folder(data_config) -> None:
+  folder = data_config.image_folder
+  if data_config.dataset != IMAGE_FOLDER_DATASET:
+    if folder:
+      raise ValueError(
+          f'data.image_folder={folder!r} is only read with '
+          f'data.dataset={IMAGE_FOLDER_DATASET!r} (it is '
+          f'{data_config.dataset!r}); set --config.data.dataset='
+          f'{IMAGE_FOLDER_DATASET}.')
+    return
+  if not folder:
+    raise ValueError(f'data.dataset={IMAGE_FOLDER_DATASET!r} needs the '
+                     f'directory: set --config.data.image_folder=<dir> '
+                     f'(<dir>/<split>/<class>/<image>).')
+  if not os.path.isdir(os.path.expanduser(folder)):
+    raise ValueError(f'data.image_folder={folder!r} is not a directory; point '
+                     f'it at <dir> laid out as <dir>/<split>/<class>/<image>.')
+  splits = [entry for entry in os.listdir(os.path.expanduser(folder))
+            if os.path.isdir(os.path.join(os.path.expanduser(folder), entry))]
+  for split in (data_config.train_split,
+                resolve_eval_split(data_config,
+                                   _image_folder_builder(folder))):
+    if _base_name(split.split('[')[0]) not in splits:
+      raise ValueError(
+          f'data.image_folder={folder!r} has no {split!r} split directory '
+          f'(found {sorted(splits)}); lay it out as <dir>/<split>/<class>/'
+          f'<image> or set data.train_split / data.eval_split.')
+
+
+def _check_manual_download(data_config, builder) -> None:
+  """A manual-download dataset must be prepared or have its files in place."""
+  if _tfds_mocked() or builder.is_prepared():
+    return
+  if not getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None):
+    return
+  manual_dir = os.path.join(_tfds_data_dir(data_config), 'downloads',
+                            'manual')
+  if _base_name(data_config.dataset) == 'imagenet2012':
+    missing = [name for name in IMAGENET_MANUAL_FILES
+               if not os.path.exists(os.path.join(manual_dir, name))]
+    if missing:
+      raise ValueError(
+          f'imagenet2012 is not prepared in {_tfds_data_dir(data_config)} and '
+          f'its manual download is missing ({", ".join(missing)}): put '
+          f'{" and ".join(IMAGENET_MANUAL_FILES)} into {manual_dir}/ (or set '
+          f'data.data_dir to a directory with a prepared imagenet2012).')
+  elif not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+    raise ValueError(
+        f'{data_config.dataset} needs a manual download that is not in '
+        f'{manual_dir}/: put the files its TFDS page lists there (or set '
+        f'data.data_dir to a directory where it is prepared).')
+
+
+def _check_features(data_config, builder) -> None:
+  features = builder.info.features
+  missing = [name for name in ('image', 'label')
+             if name not in getattr(features, 'keys', lambda: ())()]
+  if missing:
+    raise ValueError(
+        f'Dataset {data_config.dataset!r} has no {" or ".join(missing)} '
+        f'feature (it has {sorted(features.keys())}); use an image '
+        f'classification dataset with "image" and "label" features.')
+  if not isinstance(features['label'], tfds.features.ClassLabel):
+    raise ValueError(
+        f'Dataset {data_config.dataset!r}: "label" is not a ClassLabel '
+        f'feature; use an image classification dataset.')
+
+
+def validate_data_config(data_config: ml_collections.ConfigDict,
+                         num_devices: int, process_count: int) -> None:
+  """Raises a one-line ValueError (problem and fix) for a bad data config.
+
+  Cheap: reads at most dataset metadata, never renders or compiles anything.
+  """
+  resolution = data_config.resolution
+  if (isinstance(resolution, bool) or not isinstance(resolution, int) or
+      resolution < MIN_RESOLUTION):
+    raise ValueError(
+        f'data.resolution={resolution!r} must be an integer >= '
+        f'{MIN_RESOLUTION}; set --config.data.resolution to e.g. 96..224 '
+        f'(or 32..64 on CPU).')
+  if data_config.render_resolution is not None:
+    _check_positive_int('render_resolution', data_config.render_resolution)
+    if data_config.render_resolution < MIN_RESOLUTION:
+      raise ValueError(
+          f'data.render_resolution={data_config.render_resolution} must be >= '
+          f'{MIN_RESOLUTION}; raise it or leave it None (= resolution).')
+  divisors = [('device count', num_devices), ('process count', process_count)]
+  _check_positive_int('batch_size', data_config.batch_size, *divisors)
+  if data_config.eval_batch_size is not None:
+    _check_positive_int('eval_batch_size', data_config.eval_batch_size,
+                        *divisors)
+  _check_positive_int('shuffle_buffer_size', data_config.shuffle_buffer_size)
+  if data_config.dataset == BUILT_IN_DATASET:
+    _check_positive_int('num_train_examples', data_config.num_train_examples)
+    _check_positive_int('num_test_examples', data_config.num_test_examples)
+  _check_image_folder(data_config)
+  _check_known_dataset(data_config.dataset)
+  builder = get_builder(data_config)
+  _check_features(data_config, builder)
+  _check_manual_download(data_config, builder)

@@ -1,0 +1,177 @@
+"""Train and eval iterators: TFDS reading, per-process sharding, batching.
+
+Each process reads its own contiguous part of a split
+(`tfds.even_splits(split, process_count)[process_index]`: disjoint, together
+the whole split) and yields process-local numpy batches of
+batch_size // process_count examples; the training loop places them on its
+local devices.
+
+Train: epoch e of process p reads its part with the files shuffled by a seed
+derived from (seed, e, p), shuffles examples with the same seed, numbers them
+0, 1, ... and preprocesses example i with the stateless seed (epoch seed, i).
+Each epoch drops its last partial batch, so step k is batch k % steps_per_epoch
+of epoch k // steps_per_epoch: `start_step=k` rebuilds that epoch and skips
+the earlier examples before they are decoded, which reproduces exactly what
+an iterator started at 0 yields after k steps.
+
+Eval: the part is read in order, preprocessed deterministically and padded
+with masked (mask False) examples up to the same number of full batches on
+every process, as multi-host steps need equal counts; every example of the
+split appears exactly once with mask True over all processes.
+"""
+
+import itertools
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mnv2_jax.data import datasets
+from mnv2_jax.data import preprocessing
+
+Batch = dict[str, np.ndarray]
+
+
+def _process_split(split: str, process_index: int, process_count: int) -> str:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} is not in '
+                     f'[0, process_count={process_count}).')
+  return tfds.even_splits(split, n=process_count,
+                          drop_remainder=False)[process_index]
+
+
+def _decoders(builder: tfds.core.DatasetBuilder):
+  """Keeps Image features encoded, so preprocessing can crop while decoding."""
+  if isinstance(builder.info.features['image'], tfds.features.Image):
+    return {'image': tfds.decode.SkipDecoding()}
+  return None
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = 0  # tf.data's shared pool
+  return options
+
+
+def _epoch_seed(seed: int, epoch: int, process_index: int) -> int:
+  """An int64-safe seed for one epoch of one process."""
+  return int(np.random.SeedSequence(
+      [seed, epoch, process_index]).generate_state(1)[0])
+
+
+def _process_batch_size(batch_size: int, process_count: int) -> int:
+  if batch_size % process_count:
+    raise ValueError(f'batch size {batch_size} is not divisible by the process '
+                     f'count {process_count}; use a multiple of it.')
+  return batch_size // process_count
+
+
+def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
+                          start_step: int = 0, process_index: int = 0,
+                          process_count: int = 1) -> Iterator[Batch]:
+  """Infinite iterator of {'image': f32 [b, R, R, 3] in [-1, 1], 'label': i32 [b]}.
+
+  b = batch_size // process_count. Starting at `start_step=k` yields what an
+  iterator started at 0 yields after k batches.
+  """
+  builder = datasets.get_builder(data_config)
+  datasets.prepare(builder)
+  split = _process_split(data_config.train_split, process_index, process_count)
+  batch_size = _process_batch_size(data_config.batch_size, process_count)
+  num_examples = datasets.num_examples(builder, split)
+  steps_per_epoch = num_examples // batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(
+        f'{data_config.dataset} {split!r} has {num_examples} examples, fewer '
+        f'than one process batch ({batch_size}); lower data.batch_size or use '
+        f'a larger split.')
+  if start_step < 0:
+    raise ValueError(f'start_step={start_step} must be >= 0.')
+  decoders = _decoders(builder)
+  resolution = data_config.resolution
+  color_jitter = data_config.color_jitter
+  buffer_size = min(data_config.shuffle_buffer_size, num_examples)
+
+  cached = None
+  if data_config.cache:
+    # Encoded examples in file order, kept in memory after the first pass;
+    # every epoch shuffles them with its own seed.
+    cached = builder.as_dataset(split=split, shuffle_files=False,
+                                decoders=decoders).cache()
+
+  def epoch_dataset(epoch: int, skip_examples: int) -> tf.data.Dataset:
+    epoch_seed = _epoch_seed(seed, epoch, process_index)
+    if cached is not None:
+      ds = cached
+    else:
+      ds = builder.as_dataset(
+          split=split, shuffle_files=True, decoders=decoders,
+          read_config=tfds.ReadConfig(shuffle_seed=epoch_seed,
+                                      options=_options()))
+    ds = ds.shuffle(buffer_size, seed=epoch_seed,
+                    reshuffle_each_iteration=False)
+    ds = ds.enumerate().skip(skip_examples)
+
+    def preprocess(index, example):
+      example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+      return {
+          'image': preprocessing.preprocess_for_train(
+              example['image'], example_seed, resolution, color_jitter),
+          'label': tf.cast(example['label'], tf.int32),
+      }
+
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_options())
+
+  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+  for epoch in itertools.count(start_epoch):
+    skip = step_in_epoch * batch_size if epoch == start_epoch else 0
+    yield from tfds.as_numpy(epoch_dataset(epoch, skip))
+
+
+def create_eval_iterator(data_config: ml_collections.ConfigDict, *,
+                         process_index: int = 0,
+                         process_count: int = 1) -> Iterator[Batch]:
+  """Finite iterator of {'image', 'label', 'mask'} batches of fixed size.
+
+  Size eval_batch_size // process_count; padding examples have mask False and
+  every process yields the same number of batches.
+  """
+  builder = datasets.get_builder(data_config)
+  datasets.prepare(builder)
+  eval_split = datasets.resolve_eval_split(data_config, builder)
+  batch_size = _process_batch_size(
+      data_config.eval_batch_size or data_config.batch_size, process_count)
+  process_splits = tfds.even_splits(eval_split, n=process_count,
+                                    drop_remainder=False)
+  split = _process_split(eval_split, process_index, process_count)
+  counts = [datasets.num_examples(builder, s) for s in process_splits]
+  num_batches = -(-max(counts) // batch_size)
+  num_padding = num_batches * batch_size - counts[process_index]
+  resolution = data_config.resolution
+
+  def preprocess(example):
+    return {
+        'image': preprocessing.preprocess_for_eval(example['image'],
+                                                   resolution),
+        'label': tf.cast(example['label'], tf.int32),
+        'mask': tf.constant(True),
+    }
+
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders=_decoders(builder),
+                          read_config=tfds.ReadConfig(options=_options()))
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros([resolution, resolution, 3], tf.float32),
+      'label': tf.constant(0, tf.int32),
+      'mask': tf.constant(False),
+  }).repeat(num_padding)
+  ds = ds.concatenate(padding).batch(batch_size, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+  return iter(tfds.as_numpy(ds))

@@ -1,0 +1,306 @@
+"""ProceduralShapes: a built-in image-classification dataset rendered locally.
+
+This machine-independent dataset lets every command of the repository run with
+no download. It is a TFDS `GeneratorBasedBuilder` (registered as
+``'procedural_shapes'`` when `mnv2_jax.data` is imported), so it goes through
+exactly the same `tfds` reading, caching, splitting and preprocessing code as
+ImageNet: the first use renders it into ``<data_dir>/procedural_shapes/<config>/``
+and later uses read the cached TFRecord files.
+
+Classes (10). Each image shows one foreground object whose class is defined
+only by its spatial structure (silhouette, holes, arrangement or texture):
+
+  0 disc        filled disc
+  1 ring        annulus (a disc with a hole)
+  2 square      filled square
+  3 frame       hollow square
+  4 triangle    filled equilateral triangle
+  5 cross       plus sign
+  6 stripes     disc filled with parallel stripes (texture)
+  7 checker     square filled with a checkerboard (texture)
+  8 pair        two small discs side by side (arrangement)
+  9 triad       three small discs on a triangle (arrangement)
+
+Generative process (per image, all parameters drawn independently):
+  * background: a linear colour gradient between two random colours in a random
+    direction, a low-frequency sinusoidal shading and 0-4 soft Gaussian blobs
+    of random colour, position and size;
+  * clutter: 0-3 thin line segments of random colour, position, length and
+    width, drawn behind the object;
+  * object: its class's shape, described by a signed distance function in the
+    object's own frame, with random centre (fully inside the image), scale (the
+    object spans 35%-75% of the image side), rotation (0-360 degrees) and a
+    random colour kept at least 0.35 (RGB distance) from the background mean;
+    edges are anti-aliased (coverage from the signed distance in pixels), so
+    the same classes render at any resolution >= 32;
+  * noise: i.i.d. Gaussian pixel noise with a random standard deviation of
+    0-8% of the range, then quantisation to uint8 (stored as PNG).
+
+Nothing about a class is carried by colour, position or size, so a linear
+classifier on raw pixels stays close to chance while a small CNN learns the
+classes. Labels are balanced (example i of a split has label i mod 10).
+Rendering is vectorised with NumPy over chunks of images; a chunk's random
+state is seeded from (seed, split, chunk index), so a split is a deterministic
+function of (seed, number of examples, render resolution).
+"""
+
+import dataclasses
+from typing import Iterator
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+CLASS_NAMES = ('disc', 'ring', 'square', 'frame', 'triangle', 'cross',
+               'stripes', 'checker', 'pair', 'triad')
+NUM_CLASSES = len(CLASS_NAMES)
+MIN_RENDER_RESOLUTION = 32
+_CHUNK_SIZE = 256
+_SPLIT_IDS = {'train': 0, 'test': 1}
+
+
+def _box(u, v, half_u, half_v):
+  """Signed distance (approximately, L-inf inside) to an axis-aligned box."""
+  return np.maximum(np.abs(u) - half_u, np.abs(v) - half_v)
+
+
+def _discs(u, v, centres, radius):
+  dists = [np.hypot(u - cu, v - cv) for cu, cv in centres]
+  return np.minimum.reduce(dists) - radius
+
+
+def _class_sdf(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """Signed distance to the class's shape in object units (object fits r<=1)."""
+  r = np.hypot(u, v)
+  if label == 0:  # disc
+    return r - 0.9
+  if label == 1:  # ring
+    return np.abs(r - 0.68) - 0.22
+  if label == 2:  # square
+    return _box(u, v, 0.68, 0.68)
+  if label == 3:  # frame
+    return np.abs(np.maximum(np.abs(u), np.abs(v)) - 0.56) - 0.14
+  if label == 4:  # triangle with circumradius 0.95
+    angles = np.pi / 2 + 2 * np.pi * np.arange(3) / 3
+    edges = [u * np.cos(a) + v * np.sin(a) for a in angles]
+    return np.maximum.reduce(edges) - 0.475
+  if label == 5:  # cross
+    return np.minimum(_box(u, v, 0.9, 0.25), _box(u, v, 0.25, 0.9))
+  if label == 6:  # stripes: 2 periods per unit, half duty cycle
+    period = 0.5
+    stripe = np.abs(np.mod(u, period) - period / 2) - period / 4
+    return np.maximum(r - 0.9, stripe)
+  if label == 7:  # checker: 4x4 cells over the square
+    cell = 0.35
+    checker = np.sin(np.pi * u / cell) * np.sin(np.pi * v / cell)
+    return np.maximum(_box(u, v, 0.7, 0.7), -checker * cell / np.pi)
+  if label == 8:  # pair
+    return _discs(u, v, ((-0.5, 0.0), (0.5, 0.0)), 0.36)
+  if label == 9:  # triad
+    angles = np.pi / 2 + 2 * np.pi * np.arange(3) / 3
+    centres = [(0.55 * np.cos(a), 0.55 * np.sin(a)) for a in angles]
+    return _discs(u, v, centres, 0.32)
+  raise ValueError(f'label {label} is not in 0..{NUM_CLASSES - 1}')
+
+
+def _coverage(signed_distance_pixels: np.ndarray) -> np.ndarray:
+  """Anti-aliased coverage of a pixel from its signed distance in pixels."""
+  return np.clip(0.5 - signed_distance_pixels, 0.0, 1.0)
+
+
+def _bilinear_upsample_matrix(size_in: int, size_out: int) -> np.ndarray:
+  """[size_out, size_in] matrix of bilinear interpolation weights."""
+  position = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+  position = np.clip(position, 0, size_in - 1)
+  lower = np.floor(position).astype(int)
+  upper = np.minimum(lower + 1, size_in - 1)
+  weight = (position - lower).astype(np.float32)
+  matrix = np.zeros((size_out, size_in), np.float32)
+  matrix[np.arange(size_out), lower] += 1 - weight
+  matrix[np.arange(size_out), upper] += weight
+  return matrix
+
+
+def _pixel_grid(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+  """Pixel-centre coordinates in [-1, 1] (one unit = half the image side)."""
+  axis = (np.arange(resolution, dtype=np.float32) + 0.5) / resolution * 2 - 1
+  y, x = np.meshgrid(axis, axis, indexing='ij')
+  return x[None], y[None]  # [1, R, R]
+
+
+def _column(values) -> np.ndarray:
+  """Per-image scalars shaped to broadcast against [n, R, R]."""
+  return np.asarray(values, np.float32)[:, None, None]
+
+
+def _blend(image, alpha, colour):
+  """Alpha-composites `colour` ([n, 3]) over a channel-first image in place."""
+  for channel in range(3):
+    image[:, channel] += alpha * (_column(colour[:, channel]) - image[:, channel])
+
+
+def _render_background(n: int, resolution: int,
+                       rng: np.random.Generator) -> np.ndarray:
+  """Gradient + shading + soft blobs, [n, 3, R, R] float32.
+
+  All of it is smooth, so it is rendered on a coarse grid and upsampled
+  bilinearly, which keeps generation fast at any resolution.
+  """
+  coarse = 16
+  x, y = _pixel_grid(coarse)
+  colour_a = rng.uniform(0, 1, (n, 3))
+  colour_b = rng.uniform(0, 1, (n, 3))
+  direction = rng.uniform(0, 2 * np.pi, n)
+  ramp = (_column(np.cos(direction)) * x + _column(np.sin(direction)) * y + 1) / 2
+  image = (_column(colour_a.T.reshape(-1)).reshape(3, n, 1, 1).transpose(1, 0, 2, 3)
+           * (1 - ramp[:, None]) +
+           _column(colour_b.T.reshape(-1)).reshape(3, n, 1, 1).transpose(1, 0, 2, 3)
+           * ramp[:, None])
+  frequency = _column(rng.uniform(0.5, 2.0, n)) * np.pi
+  phase = _column(rng.uniform(0, 2 * np.pi, n))
+  wave_angle = rng.uniform(0, 2 * np.pi, n)
+  image += 0.1 * np.sin(frequency * (_column(np.cos(wave_angle)) * x +
+                                     _column(np.sin(wave_angle)) * y) + phase)[:, None]
+  for _ in range(4):
+    present = _column(rng.uniform(0, 1, n) < 0.6)
+    centre = rng.uniform(-1, 1, (n, 2))
+    sigma = _column(rng.uniform(0.05, 0.2, n))
+    colour = rng.uniform(0, 1, (n, 3))
+    squared = ((x - _column(centre[:, 0])) ** 2 + (y - _column(centre[:, 1])) ** 2)
+    _blend(image, np.exp(-squared / (2 * sigma * sigma)) * present * 0.6, colour)
+  upsample = _bilinear_upsample_matrix(coarse, resolution)
+  return np.matmul(np.matmul(upsample, image.astype(np.float32)), upsample.T)
+
+
+def render_images(labels: np.ndarray, resolution: int,
+                  rng: np.random.Generator) -> np.ndarray:
+  """Renders one image per label: uint8 [len(labels), resolution, resolution, 3]."""
+  if resolution < MIN_RENDER_RESOLUTION:
+    raise ValueError(f'render resolution {resolution} is below '
+                     f'{MIN_RENDER_RESOLUTION}; use a resolution >= '
+                     f'{MIN_RENDER_RESOLUTION}.')
+  n = len(labels)
+  x, y = _pixel_grid(resolution)
+  pixels_per_unit = resolution / 2
+  image = _render_background(n, resolution, rng)  # [n, 3, R, R]
+
+  # Clutter: thin line segments behind the object.
+  for _ in range(3):
+    present = _column(rng.uniform(0, 1, n) < 0.7)
+    start = rng.uniform(-1, 1, (n, 2))
+    delta = rng.uniform(-1, 1, (n, 2))
+    half_width = _column(rng.uniform(0.25, 0.75, n))
+    colour = rng.uniform(0, 1, (n, 3))
+    px, py = x - _column(start[:, 0]), y - _column(start[:, 1])
+    dx, dy = _column(delta[:, 0]), _column(delta[:, 1])
+    t = np.clip((px * dx + py * dy) / (dx * dx + dy * dy + 1e-6), 0, 1)
+    distance = np.hypot(px - t * dx, py - t * dy) * pixels_per_unit
+    _blend(image, _coverage(distance - half_width) * (present * 0.7), colour)
+
+  # Object frame: scale s (object radius in units), rotation, centre inside.
+  scale = rng.uniform(0.35, 0.75, n)
+  centre = rng.uniform(-1, 1, (n, 2)) * (1 - scale[:, None])
+  angle = rng.uniform(0, 2 * np.pi, n)
+  cos, sin, s = _column(np.cos(angle)), _column(np.sin(angle)), _column(scale)
+  dx, dy = x - _column(centre[:, 0]), y - _column(centre[:, 1])
+  u = (cos * dx + sin * dy) / s
+  v = (cos * dy - sin * dx) / s
+  signed_distance = np.empty((n, resolution, resolution), np.float32)
+  for label in np.unique(labels):
+    members = labels == label
+    signed_distance[members] = _class_sdf(int(label), u[members], v[members])
+  alpha = _coverage(signed_distance * (s * pixels_per_unit))
+
+  # Foreground colour far enough from the background for the shape to show.
+  background_mean = image.mean(axis=(2, 3))
+  foreground = rng.uniform(0, 1, (n, 3))
+  offset = foreground - background_mean
+  distance = np.linalg.norm(offset, axis=1, keepdims=True)
+  pushed = np.clip(background_mean + offset / np.maximum(distance, 1e-3) * 0.35,
+                   0, 1)
+  foreground = np.where(distance < 0.35, pushed, foreground)
+  still_close = np.linalg.norm(foreground - background_mean, axis=1,
+                               keepdims=True) < 0.3
+  foreground = np.where(still_close, 1 - background_mean, foreground)
+  _blend(image, alpha, foreground)
+
+  noise_std = rng.uniform(0, 0.08, n).astype(np.float32)[:, None, None, None]
+  image += rng.standard_normal(image.shape, dtype=np.float32) * noise_std
+  image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+  return image.transpose(0, 2, 3, 1)
+
+
+def render_split(num_examples: int, resolution: int, seed: int,
+                 split: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Yields (images, labels) chunks of a split, deterministically."""
+  for start in range(0, num_examples, _CHUNK_SIZE):
+    stop = min(start + _CHUNK_SIZE, num_examples)
+    labels = np.arange(start, stop) % NUM_CLASSES
+    rng = np.random.default_rng([seed, _SPLIT_IDS[split], start // _CHUNK_SIZE])
+    yield render_images(labels, resolution, rng), labels
+
+
+@dataclasses.dataclass
+class ProceduralShapesConfig(tfds.core.BuilderConfig):
+  """Size, render resolution and seed of the built-in dataset."""
+  num_train_examples: int = 10_000
+  num_test_examples: int = 2_000
+  render_resolution: int = 64
+  seed: int = 0
+
+
+def make_builder_config(num_train_examples: int = 10_000,
+                        num_test_examples: int = 2_000,
+                        render_resolution: int = 64,
+                        seed: int = 0) -> ProceduralShapesConfig:
+  """A config whose name encodes its parameters (the cache directory name)."""
+  name = (f'train{num_train_examples}_test{num_test_examples}'
+          f'_res{render_resolution}_seed{seed}')
+  return ProceduralShapesConfig(
+      name=name, num_train_examples=num_train_examples,
+      num_test_examples=num_test_examples, render_resolution=render_resolution,
+      seed=seed)
+
+
+class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
+  """10 shape/texture/arrangement classes rendered with nuisance variation."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First version.'}
+  BUILDER_CONFIGS = [make_builder_config()]
+
+  # tfds 4.9.10 derives `code_path` through `importlib_resources`, which is
+  # only installed on Python < 3.9; the file path is what it needs.
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(__file__)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    resolution = self.builder_config.render_resolution
+    return self.dataset_info_from_configs(
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(resolution, resolution, 3),
+                                         encoding_format='png'),
+            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+        }),
+        supervised_keys=('image', 'label'),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Everything is rendered locally.
+    config = self.builder_config
+    return {
+        'train': self._generate_examples('train', config.num_train_examples),
+        'test': self._generate_examples('test', config.num_test_examples),
+    }
+
+  def _generate_examples(self, split: str, num_examples: int):
+    config = self.builder_config
+    index = 0
+    for images, labels in render_split(num_examples, config.render_resolution,
+                                       config.seed, split):
+      for image, label in zip(images, labels):
+        yield index, {'image': image, 'label': int(label)}
+        index += 1
