@@ -9,6 +9,7 @@ No library provides a fast CPU depthwise convolution for JAX, hence this code.
 'auto' picks 'shifted' on CPU and 'xla' elsewhere.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -38,27 +39,98 @@ def depthwise_conv_xla(inputs: jax.Array, kernel: jax.Array, stride: int) -> jax
       feature_group_count=inputs.shape[-1])
 
 
-def depthwise_conv_shifted(inputs: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """The same convolution as a sum of kernel_size**2 strided slices times per-channel taps."""
-  kernel_h, kernel_w = kernel.shape[0], kernel.shape[1]
-  height, width = inputs.shape[1], inputs.shape[2]
-  pad_h = same_padding(height, stride, kernel_h)
-  pad_w = same_padding(width, stride, kernel_w)
-  padded = jnp.pad(inputs, ((0, 0), pad_h, pad_w, (0, 0)))
-  out_h = -(-height // stride)
-  out_w = -(-width // stride)
-  taps = kernel.reshape(kernel_h, kernel_w, -1)
-  output = None
-  for i in range(kernel_h):
-    for j in range(kernel_w):
-      window = jax.lax.slice(
+def _padded_windows(padded: jax.Array, kernel_size: tuple[int, int], stride: int,
+                    out_h: int, out_w: int):
+  """Yields ((i, j), the strided slice of `padded` that tap (i, j) multiplies)."""
+  for i in range(kernel_size[0]):
+    for j in range(kernel_size[1]):
+      yield (i, j), jax.lax.slice(
           padded, (0, i, j, 0),
           (padded.shape[0], i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1,
            padded.shape[3]),
           (1, stride, stride, 1))
-      term = window * taps[i, j]
-      output = term if output is None else output + term
+
+
+def _sum_of_shifted_taps(padded: jax.Array, taps: jax.Array, stride: int, out_h: int,
+                         out_w: int) -> jax.Array:
+  output = None
+  for (i, j), window in _padded_windows(padded, taps.shape[:2], stride, out_h, out_w):
+    term = window * taps[i, j]
+    output = term if output is None else output + term
   return output
+
+
+def _same_padded(inputs: jax.Array, kernel_size: tuple[int, int], stride: int) -> jax.Array:
+  pad_h = same_padding(inputs.shape[1], stride, kernel_size[0])
+  pad_w = same_padding(inputs.shape[2], stride, kernel_size[1])
+  return jnp.pad(inputs, ((0, 0), pad_h, pad_w, (0, 0)))
+
+
+def depthwise_conv_shifted_autodiff(inputs: jax.Array, kernel: jax.Array,
+                                    stride: int) -> jax.Array:
+  """The sum of kernel_size**2 strided slices times per-channel taps, differentiated by JAX.
+
+  Its automatic gradient is correct but slow on CPU (each slice's transpose is
+  a pad of the full output gradient, fused with whatever produced the input);
+  `depthwise_conv_shifted` has the same value with a hand-written gradient.
+  """
+  kernel_size = kernel.shape[:2]
+  out_h, out_w = -(-inputs.shape[1] // stride), -(-inputs.shape[2] // stride)
+  return _sum_of_shifted_taps(_same_padded(inputs, kernel_size, stride),
+                              kernel.reshape(*kernel_size, -1), stride, out_h, out_w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_conv_shifted(inputs: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """`inputs` NHWC, `kernel` (kh, kw, 1, C); the same convolution as `depthwise_conv_xla`.
+
+  Forward: nine strided slices of the padded input times their taps, summed.
+  Backward (hand-written, see `_shifted_backward`): the input gradient is
+  again a shifted depthwise convolution, and the kernel gradient nine
+  reductions.
+  """
+  return depthwise_conv_shifted_autodiff(inputs, kernel, stride)
+
+
+def _shifted_forward(inputs, kernel, stride):
+  return depthwise_conv_shifted_autodiff(inputs, kernel, stride), (inputs, kernel)
+
+
+def _shifted_backward(stride, residuals, output_grad):
+  """Gradients of the strided depthwise correlation y = sum_ij window_ij(pad(x)) * k_ij.
+
+  Input gradient: x[h] feeds y[o] through tap i where h = stride*o + i - pad_before,
+  so dx is the stride-1 correlation of the output gradient, dilated by `stride`
+  (zeros between its elements) and padded, with the spatially flipped kernel.
+  Kernel gradient: dk_ij = sum over batch and positions of window_ij(pad(x)) * dy,
+  accumulated in float32.
+  """
+  inputs, kernel = residuals
+  kernel_h, kernel_w = kernel.shape[:2]
+  height, width = inputs.shape[1:3]
+  out_h, out_w = output_grad.shape[1:3]
+  pad_h = same_padding(height, stride, kernel_h)
+  pad_w = same_padding(width, stride, kernel_w)
+  # Pad the dilated gradient so that the correlation with kernel_size taps
+  # yields exactly height x width outputs.
+  before_h, before_w = kernel_h - 1 - pad_h[0], kernel_w - 1 - pad_w[0]
+  after_h = height + kernel_h - 1 - (stride * (out_h - 1) + 1) - before_h
+  after_w = width + kernel_w - 1 - (stride * (out_w - 1) + 1) - before_w
+  dilated = jax.lax.pad(output_grad, jnp.zeros((), output_grad.dtype),
+                        ((0, 0, 0), (before_h, after_h, stride - 1),
+                         (before_w, after_w, stride - 1), (0, 0, 0)))
+  flipped_taps = kernel.reshape(kernel_h, kernel_w, -1)[::-1, ::-1]
+  input_grad = _sum_of_shifted_taps(dilated, flipped_taps, 1, height, width)
+
+  padded = _same_padded(inputs, (kernel_h, kernel_w), stride)
+  tap_grads = [jnp.sum(window * output_grad, axis=(0, 1, 2), dtype=jnp.float32)
+               for _, window in _padded_windows(padded, (kernel_h, kernel_w), stride,
+                                                out_h, out_w)]
+  kernel_grad = jnp.stack(tap_grads).reshape(kernel.shape).astype(kernel.dtype)
+  return input_grad.astype(inputs.dtype), kernel_grad
+
+
+depthwise_conv_shifted.defvjp(_shifted_forward, _shifted_backward)
 
 
 class DepthwiseConv(nn.Module):
