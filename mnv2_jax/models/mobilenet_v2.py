@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax.models import architecture
+from mnv2_jax.models import architecture, memory_split
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
 from mnv2_jax.models.layers import batch_norm, conv, kernel_init, relu6
 
@@ -81,6 +81,11 @@ class MobileNetV2(nn.Module):
     batch_norm_axis_name: a mapped axis over which BN statistics are averaged
       in training (synchronised BN); None keeps them per device.
     dtype: computation dtype (e.g. bfloat16); parameters stay float32.
+    memory_split: T >= 1. With T > 1, inference evaluates every bottleneck
+      block (and the stem fused with the t=1 first block) in T channel groups
+      of its inner tensor, accumulating the projections (paper Section 5.1,
+      see `memory_split.py`): the same variables and outputs with 1/T of each
+      inner tensor live. Inference only; 1 is the normal network.
   """
   num_classes: int = 1000
   width_multiplier: float = 1.0
@@ -91,8 +96,10 @@ class MobileNetV2(nn.Module):
   depthwise_impl: str = 'auto'
   batch_norm_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  memory_split: int = 1
 
   def __post_init__(self):
+    memory_split.validate_memory_split(self.memory_split)
     architecture.validate_width_multiplier(self.width_multiplier)
     architecture.validate_expansion_ratio(self.expansion_ratio)
     architecture.validate_choice('bottleneck_activation', self.bottleneck_activation,
@@ -122,10 +129,36 @@ class MobileNetV2(nn.Module):
       raise ValueError(f'images must be NHWC, got shape {images.shape}.')
     for resolution in images.shape[1:3]:
       architecture.validate_resolution(resolution)
+    if self.memory_split > 1 and (train or return_endpoints):
+      raise ValueError(
+          f'memory_split={self.memory_split} is for inference without endpoints (it never '
+          f'materialises the expansion tensors); use memory_split=1 for train=True or '
+          f'return_endpoints=True (the variables are the same).')
     spec = self.spec
     norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name)
     endpoints = {}
 
+    # Initialisation takes the normal path, so the variables never depend on T.
+    if self.memory_split > 1 and not self.is_initializing():
+      x = self._split_stem_and_blocks(images, spec)
+    else:
+      x = self._stem_and_blocks(images, spec, train, norm, endpoints)
+
+    x = conv(spec.last_channels, 1, 1, self.dtype, 'last_conv')(x)
+    x = relu6(norm('last_bn')(x))
+    endpoints['last_conv'] = x
+    x = jnp.mean(x, axis=(1, 2))
+    endpoints['pre_logits'] = x
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    logits = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype,
+                      param_dtype=jnp.float32, name='classifier')(x)
+    logits = logits.astype(jnp.float32)
+    endpoints['logits'] = logits
+    if return_endpoints:
+      return logits, endpoints
+    return logits
+
+  def _stem_and_blocks(self, images, spec, train, norm, endpoints):
     x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv')(images)
     x = relu6(norm('stem_bn')(x))
     endpoints['stem'] = x
@@ -146,17 +179,29 @@ class MobileNetV2(nn.Module):
           name=f'block_{i}')(x, train, expanded[source] if source is not None else None)
       endpoints[f'block_{i}/expansion'] = expanded[i]
       endpoints[f'block_{i}/output'] = x
+    return x
 
-    x = conv(spec.last_channels, 1, 1, self.dtype, 'last_conv')(x)
-    x = relu6(norm('last_bn')(x))
-    endpoints['last_conv'] = x
-    x = jnp.mean(x, axis=(1, 2))
-    endpoints['pre_logits'] = x
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype,
-                      param_dtype=jnp.float32, name='classifier')(x)
-    logits = logits.astype(jnp.float32)
-    endpoints['logits'] = logits
-    if return_endpoints:
-      return logits, endpoints
-    return logits
+  def _split_stem_and_blocks(self, images, spec):
+    """The stem and all blocks in `memory_split` channel groups, from the bound variables."""
+    params, batch_stats = self.variables['params'], self.variables['batch_stats']
+    block = lambda i: (params[f'block_{i}'], batch_stats[f'block_{i}'])
+    options = dict(bottleneck_activation=self.bottleneck_activation,
+                   depthwise_impl=self.depthwise_impl, dtype=self.dtype)
+    x = memory_split.split_stem_and_first_block(images, (params, batch_stats), block(0), spec,
+                                                self.memory_split, **options)
+    shortcut_sources = (architecture.expansion_shortcut_sources(spec)
+                        if self.shortcut == 'expansion' else {})
+    block_inputs = {}
+    for block_spec in spec.blocks[1:]:
+      i = block_spec.index
+      block_inputs[i] = x
+      # The chain of blocks whose expanded tensors reach this one, nearest first.
+      chain, source = [], shortcut_sources.get(i)
+      while source is not None:
+        chain.append((block_inputs[source], block(source)))
+        source = shortcut_sources.get(source)
+      x = memory_split.split_bottleneck(
+          x, block(i), block_spec, self.memory_split,
+          add_bottleneck_shortcut=self.shortcut == 'bottleneck' and block_spec.residual,
+          expansion_shortcut=chain, **options)
+    return x
