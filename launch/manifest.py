@@ -177,7 +177,15 @@ def main_command(python: str, config: str, workdir: str, overrides: Mapping[str,
 
 
 def is_finished(workdir: str) -> bool:
-  return (epath.Path(workdir) / FINAL_METRICS_FILE).exists()
+  """Whether WORKDIR/final_metrics.json exists; False when the store cannot say.
+
+  (A remote workroot may be unreachable from here, e.g. a gs:// bucket without
+  credentials; re-running a finished run is harmless, mnv2_jax.main returns at once.)
+  """
+  try:
+    return (epath.Path(workdir) / FINAL_METRICS_FILE).exists()
+  except Exception:  # pylint: disable=broad-except  # e.g. tf.errors.OpError for gs://
+    return False
 
 
 def _varied_fields(overrides_of_runs: Sequence[Mapping[str, Any]]) -> set[str]:
