@@ -4,8 +4,8 @@ r"""Imports the official ImageNet MobileNetV2 weights from Keras into a pretrain
       [--weights imagenet | --weights path/to/file.h5|.keras] [--num-classes 1000] --out DIR
 
 writes DIR (see `mnv2_jax.pretrained`), which
-`python -m mnv2_jax.main --config configs/imagenet.py --config.init_from=DIR --config.eval_only=True`
-evaluates and which fine-tuning starts from. From Python:
+`python -m mnv2_jax.main --config configs/imagenet.py --workdir WORKDIR --config.init_from=DIR
+--config.eval_only=True` evaluates and which fine-tuning starts from. From Python:
 `convert_keras_model(keras_model) -> (variables, model_config)`.
 
 `keras.applications.MobileNetV2` carries the TF-Slim release converted to Keras,
@@ -92,8 +92,8 @@ def keras_layout(width_multiplier: float, num_classes: int) -> tuple[KerasWeight
 
   # `ours` is the '/'-separated path of our module, e.g. 'block_3/expand_conv'.
   def conv(layer, in_channels, out_channels, kernel_size, ours):
-    layout.append(KerasWeight(layer, 'kernel', (kernel_size, kernel_size, in_channels, out_channels),
-                              'params', (*ours.split('/'), 'kernel')))
+    shape = (kernel_size, kernel_size, in_channels, out_channels)
+    layout.append(KerasWeight(layer, 'kernel', shape, 'params', (*ours.split('/'), 'kernel')))
 
   def depthwise(layer, channels, ours):
     layout.append(KerasWeight(layer, 'kernel', (3, 3, channels, 1), 'params',
@@ -118,7 +118,8 @@ def keras_layout(width_multiplier: float, num_classes: int) -> tuple[KerasWeight
   batch_norm('Conv_1_bn', spec.last_channels, 'last_bn')
   layout.append(KerasWeight('predictions', 'kernel', (spec.last_channels, num_classes), 'params',
                             ('classifier', 'kernel')))
-  layout.append(KerasWeight('predictions', 'bias', (num_classes,), 'params', ('classifier', 'bias')))
+  layout.append(KerasWeight('predictions', 'bias', (num_classes,), 'params',
+                            ('classifier', 'bias')))
   return tuple(layout)
 
 
@@ -444,7 +445,7 @@ def _load_keras_file(path: str):
 
 def convert(width_multiplier: float = 1.0, resolution: int = 224, weights: str = 'imagenet',
             num_classes: int = KERAS_IMAGENET_CLASSES) -> tuple[dict[str, Any], dict[str, Any]]:
-  """(variables, model_config) for Keras' MobileNetV2 with `weights`, checked against the request."""
+  """(variables, model_config) of Keras' MobileNetV2 with `weights`, checked against the request."""
   keras_model = load_keras_model(width_multiplier, resolution, weights, num_classes)
   if weights == 'imagenet':
     source = (f'keras.applications.MobileNetV2 ImageNet weights '

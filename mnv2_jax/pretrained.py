@@ -50,7 +50,8 @@ def validate_model_config(model_config: Mapping[str, Any]) -> None:
   architecture.validate_resolution(model_config['resolution'])
   num_classes = model_config['num_classes']
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-    raise ValueError(f'model_config["num_classes"] must be a positive integer, got {num_classes!r}.')
+    raise ValueError(f'model_config["num_classes"] must be a positive integer, '
+                     f'got {num_classes!r}.')
   if not isinstance(model_config['source'], str):
     raise ValueError(f'model_config["source"] must be a string describing where the weights '
                      f'come from, got {model_config["source"]!r}.')

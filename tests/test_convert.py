@@ -234,3 +234,4 @@ def test_imagenet_requests_keras_cannot_serve_are_refused_up_front(width, resolu
 def test_a_missing_weights_file_is_named(tmp_path):
   with pytest.raises(ValueError, match='does not exist'):
     convert.convert(1.0, 224, weights=str(tmp_path / 'missing.h5'))
+

@@ -77,8 +77,8 @@ def test_a_corrupt_model_config_names_the_bad_field(tmp_path, variables):
 def test_check_model_matches_names_every_difference():
   pretrained.check_model_matches(MODEL_CONFIG, name='mobilenet_v2', width_multiplier=0.35,
                                  expansion_ratio=6, num_classes=10)
-  with pytest.raises(ValueError, match=r'width_multiplier: checkpoint has 0\.35, config wants 1\.0; '
-                                       r'num_classes: checkpoint has 10, config wants 1000'):
+  with pytest.raises(ValueError, match=r'width_multiplier: checkpoint has 0\.35, config wants '
+                                       r'1\.0; num_classes: checkpoint has 10, config wants 1000'):
     pretrained.check_model_matches(MODEL_CONFIG, name='mobilenet_v2', width_multiplier=1.0,
                                    expansion_ratio=6, num_classes=1000)
   # num_classes=None: a new head is fine (fine-tuning to another dataset).
