@@ -22,8 +22,9 @@ IMAGENET_MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 
 # `tfds.testing.mock_data` replaces `as_dataset` and serves random examples
 # without any files; the "is it prepared / downloaded" checks then do not
-# apply. Comparing with the original method is how we tell.
-_ORIGINAL_AS_DATASET = tfds.core.DatasetBuilder.as_dataset
+# apply. Comparing with the original method is how we tell (read from the
+# class __dict__: attribute access wraps it anew each time).
+_ORIGINAL_AS_DATASET = tfds.core.DatasetBuilder.__dict__['as_dataset']
 
 
 class DatasetInfo(NamedTuple):
@@ -33,7 +34,8 @@ class DatasetInfo(NamedTuple):
 
 
 def _tfds_mocked() -> bool:
-  return tfds.core.DatasetBuilder.as_dataset is not _ORIGINAL_AS_DATASET
+  return (tfds.core.DatasetBuilder.__dict__['as_dataset'] is not
+          _ORIGINAL_AS_DATASET)
 
 
 def _base_name(dataset: str) -> str:
@@ -70,6 +72,9 @@ def _built_in_builder(num_train_examples, num_test_examples, render_resolution,
       num_train_examples=num_train_examples,
       num_test_examples=num_test_examples,
       render_resolution=render_resolution, seed=seed)
+  if config.name in procedural_shapes.ProceduralShapes.builder_configs:
+    # tfds refuses a custom config named like a predefined one.
+    return tfds.builder(f'{BUILT_IN_DATASET}/{config.name}', data_dir=data_dir)
   return tfds.builder(BUILT_IN_DATASET, config=config, data_dir=data_dir)
 
 
@@ -80,7 +85,7 @@ def _image_folder_builder(root_dir: str):
 
 def prepare(builder: tfds.core.DatasetBuilder) -> None:
   """Renders the built-in dataset (or prepares a manual-download one) once."""
-  if isinstance(builder, tfds.folder_dataset.ImageFolder) or _tfds_mocked():
+  if is_image_folder(builder) or _tfds_mocked():
     return
   if not builder.is_prepared():
     builder.download_and_prepare()
@@ -101,7 +106,11 @@ def resolve_eval_split(data_config, builder=None) -> str:
   return 'validation'
 
 
-def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+def is_image_folder(builder: tfds.core.DatasetBuilder) -> bool:
+  return isinstance(builder, tfds.folder_dataset.ImageFolder)
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
   """Examples in `split` (a TFDS split or slice) of a prepared builder."""
   if builder.info.splits:
     return builder.info.splits[split].num_examples

@@ -34,12 +34,52 @@ from mnv2_jax.data import preprocessing
 Batch = dict[str, np.ndarray]
 
 
-def _process_split(split: str, process_index: int, process_count: int) -> str:
+def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} is not in '
                      f'[0, process_count={process_count}).')
+
+
+def _process_split(split: str, process_index: int, process_count: int):
+  """This process's contiguous part of `split` (a TFDS sub-split)."""
+  _check_process(process_index, process_count)
+  if process_count == 1:
+    return split
   return tfds.even_splits(split, n=process_count,
                           drop_remainder=False)[process_index]
+
+
+def _part_sizes(builder, split: str, process_count: int) -> list[int]:
+  """Examples in each process's part of `split`."""
+  if datasets.is_image_folder(builder):
+    total = datasets.num_examples(builder, split)
+    return [len(range(index, total, process_count))
+            for index in range(process_count)]
+  return [datasets.num_examples(builder, _process_split(split, index,
+                                                        process_count))
+          for index in range(process_count)]
+
+
+def _read_part(builder, split: str, process_index: int, process_count: int,
+               shuffle_seed: int | None = None) -> tf.data.Dataset:
+  """This process's part of `split`, images still encoded.
+
+  With `shuffle_seed` the file order is shuffled by it; otherwise it is read
+  in order.
+  """
+  _check_process(process_index, process_count)
+  decoders = _decoders(builder)
+  if datasets.is_image_folder(builder):
+    # ImageFolder supports neither sub-splits nor seeded file shuffling (its
+    # example list is already in a fixed random order): shard by example.
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders=decoders)
+    return ds.shard(process_count, process_index)
+  return builder.as_dataset(
+      split=_process_split(split, process_index, process_count),
+      shuffle_files=shuffle_seed is not None, decoders=decoders,
+      read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed,
+                                  options=_options()))
 
 
 def _decoders(builder: tfds.core.DatasetBuilder):
@@ -79,18 +119,18 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
   """
   builder = datasets.get_builder(data_config)
   datasets.prepare(builder)
-  split = _process_split(data_config.train_split, process_index, process_count)
+  split = data_config.train_split
   batch_size = _process_batch_size(data_config.batch_size, process_count)
-  num_examples = datasets.num_examples(builder, split)
+  _check_process(process_index, process_count)
+  num_examples = _part_sizes(builder, split, process_count)[process_index]
   steps_per_epoch = num_examples // batch_size
   if steps_per_epoch == 0:
     raise ValueError(
-        f'{data_config.dataset} {split!r} has {num_examples} examples, fewer '
-        f'than one process batch ({batch_size}); lower data.batch_size or use '
-        f'a larger split.')
+        f'{data_config.dataset} {split!r} has {num_examples} examples in '
+        f'process {process_index}\'s part, fewer than one process batch '
+        f'({batch_size}); lower data.batch_size or use a larger split.')
   if start_step < 0:
     raise ValueError(f'start_step={start_step} must be >= 0.')
-  decoders = _decoders(builder)
   resolution = data_config.resolution
   color_jitter = data_config.color_jitter
   buffer_size = min(data_config.shuffle_buffer_size, num_examples)
@@ -99,18 +139,15 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
   if data_config.cache:
     # Encoded examples in file order, kept in memory after the first pass;
     # every epoch shuffles them with its own seed.
-    cached = builder.as_dataset(split=split, shuffle_files=False,
-                                decoders=decoders).cache()
+    cached = _read_part(builder, split, process_index, process_count).cache()
 
   def epoch_dataset(epoch: int, skip_examples: int) -> tf.data.Dataset:
     epoch_seed = _epoch_seed(seed, epoch, process_index)
     if cached is not None:
       ds = cached
     else:
-      ds = builder.as_dataset(
-          split=split, shuffle_files=True, decoders=decoders,
-          read_config=tfds.ReadConfig(shuffle_seed=epoch_seed,
-                                      options=_options()))
+      ds = _read_part(builder, split, process_index, process_count,
+                      shuffle_seed=epoch_seed)
     ds = ds.shuffle(buffer_size, seed=epoch_seed,
                     reshuffle_each_iteration=False)
     ds = ds.enumerate().skip(skip_examples)
@@ -147,10 +184,8 @@ def create_eval_iterator(data_config: ml_collections.ConfigDict, *,
   eval_split = datasets.resolve_eval_split(data_config, builder)
   batch_size = _process_batch_size(
       data_config.eval_batch_size or data_config.batch_size, process_count)
-  process_splits = tfds.even_splits(eval_split, n=process_count,
-                                    drop_remainder=False)
-  split = _process_split(eval_split, process_index, process_count)
-  counts = [datasets.num_examples(builder, s) for s in process_splits]
+  _check_process(process_index, process_count)
+  counts = _part_sizes(builder, eval_split, process_count)
   num_batches = -(-max(counts) // batch_size)
   num_padding = num_batches * batch_size - counts[process_index]
   resolution = data_config.resolution
@@ -163,9 +198,7 @@ def create_eval_iterator(data_config: ml_collections.ConfigDict, *,
         'mask': tf.constant(True),
     }
 
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders=_decoders(builder),
-                          read_config=tfds.ReadConfig(options=_options()))
+  ds = _read_part(builder, eval_split, process_index, process_count)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.data.Dataset.from_tensors({
       'image': tf.zeros([resolution, resolution, 3], tf.float32),
