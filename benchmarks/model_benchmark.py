@@ -1,0 +1,418 @@
+r"""Compile time, training throughput and batch-1 latency of a MobileNet configuration.
+
+For each depthwise implementation given, the script builds the Flax model and
+reports
+  * compile time of the training step (lowering + XLA compilation),
+  * training throughput: images/s of a full step (forward, backward, RMSProp
+    update with the TF1 settings of the paper, BN in train mode), the median
+    over the timed steps after warm-up,
+  * batch-1 inference latency (train=False), median milliseconds.
+With `--torch` it also times an equivalent PyTorch MobileNetV2 (written below:
+same layers, channels-last, same batch, RMSProp) in the same process, and
+prints the JAX/PyTorch throughput ratio. PyTorch is optional: without it that
+part is skipped with a message.
+
+The timed steps of all engines are interleaved in rounds (engine A, engine B,
+..., then again), so that load from other processes on a shared machine hits
+them alike; the ratios are more trustworthy than the absolute figures there.
+
+Allocator: XLA:CPU allocates its temporary buffers afresh for every execution
+and glibc returns large blocks to the kernel on free, so every step
+page-faults its whole working set in 4 KiB pages (hundreds of thousands of
+faults per step, serialised in the kernel). With glibc >= 2.35 the tunable
+`glibc.malloc.hugetlb=1` makes malloc use transparent huge pages, which
+removes almost all of that cost. A tunable must be set before the process
+starts, so unless `--system-malloc` is given (or it is already set) the script
+re-executes itself once with GLIBC_TUNABLES extended. It applies to PyTorch in
+the same process alike; the output records which setting was active.
+
+Examples:
+  python benchmarks/model_benchmark.py --width 1.0 --resolution 224 --batch 32 \
+      --depthwise-impl xla,shifted --torch
+  python benchmarks/model_benchmark.py --width 0.35 --resolution 96 --batch 8 --json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Optional
+
+HUGETLB_TUNABLE = 'glibc.malloc.hugetlb=1'
+_REEXEC_MARKER = 'MNV2_BENCHMARK_REEXECUTED'
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n\n')[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--model', default='mobilenet_v2', choices=['mobilenet_v2', 'mobilenet_v1'])
+  parser.add_argument('--width', type=float, default=1.0, help='width multiplier')
+  parser.add_argument('--expansion-ratio', type=float, default=6,
+                      help='t of every block but the first (MobileNetV2 only)')
+  parser.add_argument('--depthwise-impl', default='auto',
+                      help="comma-separated list of 'xla', 'shifted', 'auto'; each is timed")
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--batch', type=int, default=32, help='training batch size')
+  parser.add_argument('--resolution', type=int, default=224)
+  parser.add_argument('--num-classes', type=int, default=1000)
+  parser.add_argument('--warmup-steps', type=int, default=2,
+                      help='untimed training steps per engine after compilation')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='rounds of interleaved timing over all engines')
+  parser.add_argument('--steps-per-round', type=int, default=2,
+                      help='timed training steps per engine and round')
+  parser.add_argument('--latency-runs', type=int, default=20,
+                      help='timed batch-1 inference calls per engine')
+  parser.add_argument('--skip-latency', action='store_true', help='do not time batch-1 inference')
+  parser.add_argument('--torch', action='store_true',
+                      help='also time an equivalent PyTorch MobileNetV2 (if torch is installed)')
+  parser.add_argument('--torch-threads', type=int, default=None,
+                      help='torch.set_num_threads (default: PyTorch\'s own choice)')
+  parser.add_argument('--system-malloc', action='store_true',
+                      help=f'do not re-execute with GLIBC_TUNABLES={HUGETLB_TUNABLE}')
+  parser.add_argument('--json', action='store_true', help='print the results as JSON')
+  args = parser.parse_args(argv)
+  impls = [impl.strip() for impl in args.depthwise_impl.split(',') if impl.strip()]
+  for impl in impls:
+    if impl not in ('xla', 'shifted', 'auto'):
+      parser.error(f"--depthwise-impl: unknown {impl!r}; use a comma-separated list of "
+                   f"'xla', 'shifted', 'auto'.")
+  if not impls:
+    parser.error("--depthwise-impl is empty; give e.g. 'shifted' or 'xla,shifted'.")
+  args.depthwise_impls = impls
+  for name in ('batch', 'rounds', 'steps_per_round', 'latency_runs', 'num_classes'):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+  if args.warmup_steps < 0:
+    parser.error(f'--warmup-steps must be >= 0, got {args.warmup_steps}.')
+  if args.resolution < 32:
+    parser.error(f'--resolution must be >= 32 (the networks downsample 32x), '
+                 f'got {args.resolution}.')
+  if args.width <= 0:
+    parser.error(f'--width must be > 0, got {args.width}.')
+  if args.torch and args.model != 'mobilenet_v2':
+    parser.error('--torch compares MobileNetV2 only; drop --torch or use --model mobilenet_v2.')
+  return args
+
+
+def hugetlb_malloc_active() -> bool:
+  return HUGETLB_TUNABLE in os.environ.get('GLIBC_TUNABLES', '')
+
+
+def maybe_reexecute_with_hugetlb_malloc(args: argparse.Namespace) -> None:
+  """Restarts this script once with glibc's huge-page malloc (see the module docstring)."""
+  if (args.system_malloc or hugetlb_malloc_active() or os.environ.get(_REEXEC_MARKER)
+      or not sys.platform.startswith('linux')):
+    return
+  env = dict(os.environ)
+  env['GLIBC_TUNABLES'] = ':'.join(filter(None, [env.get('GLIBC_TUNABLES'), HUGETLB_TUNABLE]))
+  env[_REEXEC_MARKER] = '1'
+  sys.stdout.flush()
+  os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+# ----------------------------------------------------------------------------- JAX
+
+
+class JaxEngine:
+  """One Flax model configuration: a compiled training step and batch-1 inference."""
+
+  def __init__(self, args: argparse.Namespace, depthwise_impl: str):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from mnv2_jax import models
+    from mnv2_jax.models.depthwise import resolve_depthwise_impl
+
+    self.name = f'jax/{depthwise_impl}'
+    if depthwise_impl == 'auto':
+      self.name += f'({resolve_depthwise_impl("auto")})'
+    self.batch = args.batch
+    dtype = jnp.bfloat16 if args.dtype == 'bfloat16' else jnp.float32
+    kwargs = dict(num_classes=args.num_classes, width_multiplier=args.width,
+                  depthwise_impl=depthwise_impl, dtype=dtype)
+    if args.model == 'mobilenet_v2':
+      kwargs['expansion_ratio'] = args.expansion_ratio
+    model = models.MODELS[args.model](**kwargs)
+    rng = np.random.default_rng(0)
+    self.images = jnp.asarray(
+        rng.uniform(-1, 1, (args.batch, args.resolution, args.resolution, 3)), jnp.float32)
+    self.labels = jnp.asarray(rng.integers(0, args.num_classes, args.batch), jnp.int32)
+    variables = jax.jit(lambda: model.init(jax.random.key(0), self.images[:1], train=False))()
+    # TF1 RMSProp as in the paper's recipe (decay 0.9, momentum 0.9, eps 1.0 inside the sqrt).
+    optimizer = optax.rmsprop(0.045 * args.batch / 96, decay=0.9, eps=1.0, initial_scale=1.0,
+                              eps_in_sqrt=True, momentum=0.9)
+
+    def train_step(params, batch_stats, opt_state, images, labels, step):
+      def loss_fn(params):
+        logits, updates = model.apply(
+            {'params': params, 'batch_stats': batch_stats}, images, train=True,
+            mutable=['batch_stats'], rngs={'dropout': jax.random.fold_in(jax.random.key(1), step)})
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, updates['batch_stats']
+      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    self.state = (variables['params'], variables['batch_stats'],
+                  optimizer.init(variables['params']))
+    start = time.perf_counter()
+    self._train_step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
+        *self.state, self.images, self.labels, 0).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self._step = 0
+
+    image = self.images[:1]
+    start = time.perf_counter()
+    self._infer = jax.jit(lambda variables, image: model.apply(variables, image, train=False)).lower(
+        variables, image).compile()
+    self.inference_compile_seconds = time.perf_counter() - start
+    self._inference_args = (jax.tree.map(jnp.copy, variables), image)
+    self._block = jax.block_until_ready
+
+  def train_step(self) -> float:
+    """Runs one training step to completion; returns the loss."""
+    params, batch_stats, opt_state, loss = self._train_step(
+        *self.state, self.images, self.labels, self._step)
+    self.state = (params, batch_stats, opt_state)
+    self._step += 1
+    return float(self._block(loss))
+
+  def infer_one(self) -> None:
+    self._block(self._infer(*self._inference_args))
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def build_torch_mobilenet_v2(torch, width: float, expansion_ratio: float, num_classes: int):
+  """MobileNetV2 in PyTorch with the layers of `mnv2_jax.models.MobileNetV2`.
+
+  Same channels (from the shared architecture table), BN (momentum 0.003 in
+  PyTorch's convention = decay 0.997, eps 1e-3), ReLU6, residuals, dropout 0.2
+  and classifier. Padding is symmetric (PyTorch has no 'SAME'); for the
+  stride-2 layers on even inputs this shifts the window by one pixel but gives
+  the same output sizes and the same number of operations.
+  """
+  from mnv2_jax.models import architecture
+  nn = torch.nn
+  spec = architecture.mobilenet_v2_spec(width, expansion_ratio)
+
+  def conv_bn(in_channels, out_channels, kernel_size, stride, groups=1, activation=True):
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                        groups=groups, bias=False),
+              nn.BatchNorm2d(out_channels, eps=1e-3, momentum=0.003)]
+    if activation:
+      layers.append(nn.ReLU6(inplace=True))
+    return layers
+
+  class InvertedResidual(nn.Module):
+
+    def __init__(self, block):
+      super().__init__()
+      layers = []
+      if block.has_expansion:
+        layers += conv_bn(block.in_channels, block.expanded_channels, 1, 1)
+      layers += conv_bn(block.expanded_channels, block.expanded_channels, 3, block.stride,
+                        groups=block.expanded_channels)
+      layers += conv_bn(block.expanded_channels, block.out_channels, 1, 1, activation=False)
+      self.layers = nn.Sequential(*layers)
+      self.residual = block.residual
+
+    def forward(self, x):
+      return x + self.layers(x) if self.residual else self.layers(x)
+
+  class MobileNetV2(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      last_in = spec.blocks[-1].out_channels
+      self.features = nn.Sequential(
+          *conv_bn(3, spec.stem_channels, 3, 2),
+          *[InvertedResidual(block) for block in spec.blocks],
+          *conv_bn(last_in, spec.last_channels, 1, 1))
+      self.dropout = nn.Dropout(0.2)
+      self.classifier = nn.Linear(spec.last_channels, num_classes)
+
+    def forward(self, x):
+      x = self.features(x).mean((2, 3))
+      return self.classifier(self.dropout(x))
+
+  return MobileNetV2()
+
+
+class TorchEngine:
+  """The PyTorch MobileNetV2 (channels-last, float32) with the same batch and optimizer."""
+
+  def __init__(self, args: argparse.Namespace, torch):
+    self.name = 'torch'
+    self.batch = args.batch
+    if args.torch_threads:
+      torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(0)
+    self._torch = torch
+    self.model = build_torch_mobilenet_v2(torch, args.width, args.expansion_ratio,
+                                          args.num_classes).to(memory_format=torch.channels_last)
+    self.images = torch.empty(args.batch, 3, args.resolution, args.resolution).uniform_(-1, 1)
+    self.images = self.images.contiguous(memory_format=torch.channels_last)
+    self.labels = torch.randint(0, args.num_classes, (args.batch,))
+    # PyTorch's eps is outside the square root; the work per step is the same.
+    self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=0.045 * args.batch / 96,
+                                         alpha=0.9, eps=1.0, momentum=0.9)
+    self.loss_fn = torch.nn.CrossEntropyLoss()
+    self.compile_seconds = None  # Eager: nothing to compile.
+    self.inference_compile_seconds = None
+    self._image = self.images[:1].clone().contiguous(memory_format=torch.channels_last)
+    self._eval_model = None
+
+  def train_step(self) -> float:
+    self.model.train()
+    self.optimizer.zero_grad(set_to_none=True)
+    loss = self.loss_fn(self.model(self.images), self.labels)
+    loss.backward()
+    self.optimizer.step()
+    return loss.item()
+
+  def infer_one(self) -> None:
+    self.model.eval()
+    with self._torch.inference_mode():
+      self.model(self._image)
+
+
+def import_torch() -> Optional[Any]:
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return torch
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _time(fn: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> dict:
+  import jax  # pylint: disable=import-outside-toplevel
+
+  engines = []
+  for impl in args.depthwise_impls:
+    print(f'compiling {args.model} {args.width}@{args.resolution} batch {args.batch} '
+          f'depthwise_impl={impl} ...', file=sys.stderr, flush=True)
+    engines.append(JaxEngine(args, impl))
+  torch_note = None
+  if args.torch:
+    torch = import_torch()
+    if torch is None:
+      torch_note = ('torch is not installed: PyTorch comparison skipped '
+                    '(pip install torch==2.13.0 for the CPU build).')
+      print(torch_note, file=sys.stderr)
+    else:
+      engines.append(TorchEngine(args, torch))
+
+  losses = {}
+  for engine in engines:
+    for _ in range(args.warmup_steps):
+      losses[engine.name] = engine.train_step()
+  step_seconds = {engine.name: [] for engine in engines}
+  for round_index in range(args.rounds):
+    for engine in engines:
+      for _ in range(args.steps_per_round):
+        step_seconds[engine.name].append(_time(engine.train_step))
+    print(f'round {round_index + 1}/{args.rounds}: ' + ', '.join(
+        f'{name} {statistics.median(times[-args.steps_per_round:]):.2f} s/step'
+        for name, times in step_seconds.items()), file=sys.stderr, flush=True)
+
+  latency_ms = {}
+  if not args.skip_latency:
+    for engine in engines:
+      for _ in range(3):
+        engine.infer_one()
+    runs = {engine.name: [] for engine in engines}
+    for _ in range(args.latency_runs):
+      for engine in engines:
+        runs[engine.name].append(_time(engine.infer_one) * 1e3)
+    latency_ms = {name: statistics.median(values) for name, values in runs.items()}
+
+  results = []
+  for engine in engines:
+    times = step_seconds[engine.name]
+    median = statistics.median(times)
+    results.append({
+        'engine': engine.name,
+        'compile_seconds': engine.compile_seconds,
+        'inference_compile_seconds': engine.inference_compile_seconds,
+        'train_step_seconds_median': median,
+        'train_step_seconds_min': min(times),
+        'train_step_seconds_max': max(times),
+        'train_images_per_second': args.batch / median,
+        'batch1_latency_ms_median': latency_ms.get(engine.name),
+        'final_loss': losses.get(engine.name),
+    })
+  torch_result = next((r for r in results if r['engine'] == 'torch'), None)
+  if torch_result is not None:
+    for result in results:
+      result['speedup_vs_torch'] = (result['train_images_per_second']
+                                    / torch_result['train_images_per_second'])
+  return {
+      'config': {
+          'model': args.model, 'width_multiplier': args.width,
+          'expansion_ratio': args.expansion_ratio, 'dtype': args.dtype, 'batch': args.batch,
+          'resolution': args.resolution, 'num_classes': args.num_classes,
+          'timed_steps_per_engine': args.rounds * args.steps_per_round,
+      },
+      'environment': {
+          'jax': jax.__version__, 'backend': jax.default_backend(),
+          'cpu_count': os.cpu_count(), 'hugetlb_malloc': hugetlb_malloc_active(),
+          'torch': getattr(import_torch(), '__version__', None) if args.torch else None,
+          'torch_threads': (import_torch().get_num_threads()
+                            if args.torch and import_torch() is not None else None),
+      },
+      'torch_note': torch_note,
+      'results': results,
+  }
+
+
+def format_table(report: dict) -> str:
+  config, env = report['config'], report['environment']
+  lines = [
+      f"{config['model']} width {config['width_multiplier']} t={config['expansion_ratio']} "
+      f"@{config['resolution']} {config['dtype']}, training batch {config['batch']}, "
+      f"{config['timed_steps_per_engine']} timed steps per engine (interleaved); "
+      f"jax {env['jax']} on {env['backend']} ({env['cpu_count']} CPUs), "
+      f"hugetlb malloc {'on' if env['hugetlb_malloc'] else 'off'}"
+      + (f", torch {env['torch']} ({env['torch_threads']} threads)" if env['torch'] else ''),
+      f"{'engine':<20} {'compile s':>9} {'step s':>8} {'min s':>7} {'max s':>7} "
+      f"{'img/s':>7} {'vs torch':>8} {'b1 ms':>8}",
+  ]
+  for r in report['results']:
+    compile_s = f"{r['compile_seconds']:.1f}" if r['compile_seconds'] is not None else '-'
+    speedup = f"{r['speedup_vs_torch']:.2f}x" if 'speedup_vs_torch' in r else '-'
+    latency = (f"{r['batch1_latency_ms_median']:.1f}"
+               if r['batch1_latency_ms_median'] is not None else '-')
+    lines.append(f"{r['engine']:<20} {compile_s:>9} {r['train_step_seconds_median']:>8.3f} "
+                 f"{r['train_step_seconds_min']:>7.3f} {r['train_step_seconds_max']:>7.3f} "
+                 f"{r['train_images_per_second']:>7.2f} {speedup:>8} {latency:>8}")
+  if report['torch_note']:
+    lines.append(report['torch_note'])
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  maybe_reexecute_with_hugetlb_malloc(args)
+  report = run(args)
+  print(json.dumps(report, indent=2) if args.json else format_table(report))
+
+
+if __name__ == '__main__':
+  main()
