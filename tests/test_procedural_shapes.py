@@ -69,10 +69,12 @@ def test_prepared_builder_serves_balanced_deterministic_splits(tmp_path):
   examples = list(tfds.as_numpy(builder.as_dataset(split='test')))
   labels = np.array([example['label'] for example in examples])
   np.testing.assert_array_equal(np.bincount(labels, minlength=10), 2)
-  # The stored (PNG, lossless) images are exactly the rendered ones.
+  # The stored images are the rendered ones up to JPEG (quality 95) error
+  # (~3/255 mean absolute error; different images differ by ~50/255).
   rendered, rendered_labels = _render(20, 32, seed=1, split='test')
   stored = {int(label): [] for label in range(10)}
   for example in examples:
-    stored[int(example['label'])].append(example['image'].tobytes())
+    stored[int(example['label'])].append(example['image'].astype(np.float32))
   for image, label in zip(rendered, rendered_labels):
-    assert image.tobytes() in stored[int(label)]
+    errors = [np.abs(candidate - image).mean() for candidate in stored[int(label)]]
+    assert min(errors) < 6.0  # Mean absolute error in 0..255 units.

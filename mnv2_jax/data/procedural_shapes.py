@@ -34,7 +34,9 @@ Generative process (per image, all parameters drawn independently):
     edges are anti-aliased (coverage from the signed distance in pixels), so
     the same classes render at any resolution >= 32;
   * noise: i.i.d. Gaussian pixel noise with a random standard deviation of
-    0-8% of the range, then quantisation to uint8 (stored as PNG).
+    0-8% of the range, then quantisation to uint8. Stored as JPEG (quality 95,
+    no chroma subsampling; ~5 KB an image at 64 px, mean absolute error ~3/255)
+    so that it is read through the same fused decode-and-crop path as ImageNet.
 
 Nothing about a class is carried by colour, position or size, so a linear
 classifier on raw pixels stays close to chance while a small CNN learns the
@@ -45,10 +47,12 @@ function of (seed, number of examples, render resolution).
 """
 
 import dataclasses
+import io
 from typing import Iterator
 
 from etils import epath
 import numpy as np
+from PIL import Image
 import tensorflow_datasets as tfds
 
 CLASS_NAMES = ('disc', 'ring', 'square', 'frame', 'triangle', 'cross',
@@ -56,6 +60,7 @@ CLASS_NAMES = ('disc', 'ring', 'square', 'frame', 'triangle', 'cross',
 NUM_CLASSES = len(CLASS_NAMES)
 MIN_RENDER_RESOLUTION = 32
 _CHUNK_SIZE = 256
+_JPEG_QUALITY = 95
 _SPLIT_IDS = {'train': 0, 'test': 1}
 
 
@@ -240,6 +245,14 @@ def render_split(num_examples: int, resolution: int, seed: int,
     yield render_images(labels, resolution, rng), labels
 
 
+def _encode_jpeg(image: np.ndarray) -> bytes:
+  # PIL encodes ~5x faster than TFDS's per-image TensorFlow encoder.
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='JPEG', quality=_JPEG_QUALITY,
+                             subsampling=0)  # 4:4:4: keep thin coloured lines.
+  return buffer.getvalue()
+
+
 @dataclasses.dataclass
 class ProceduralShapesConfig(tfds.core.BuilderConfig):
   """Size, render resolution and seed of the built-in dataset."""
@@ -265,8 +278,11 @@ def make_builder_config(num_train_examples: int = 10_000,
 class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
   """10 shape/texture/arrangement classes rendered with nuisance variation."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First version.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'First version (PNG).',
+      '1.1.0': 'JPEG (quality 95, 4:4:4): faster to generate and read.',
+  }
   BUILDER_CONFIGS = [make_builder_config()]
 
   # tfds 4.9.10 derives `code_path` through `importlib_resources`, which is
@@ -282,7 +298,7 @@ class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
         description=__doc__,
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Image(shape=(resolution, resolution, 3),
-                                         encoding_format='png'),
+                                         encoding_format='jpeg'),
             'label': tfds.features.ClassLabel(names=CLASS_NAMES),
         }),
         supervised_keys=('image', 'label'),
@@ -302,5 +318,5 @@ class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
     for images, labels in render_split(num_examples, config.render_resolution,
                                        config.seed, split):
       for image, label in zip(images, labels):
-        yield index, {'image': image, 'label': int(label)}
+        yield index, {'image': _encode_jpeg(image), 'label': int(label)}
         index += 1
