@@ -248,6 +248,15 @@ def test_cached_train_iterator_resumes_too(shapes_config):
   _assert_batches_equal(fresh[6:], resumed)
 
 
+def test_train_iterator_rejects_bad_arguments_when_created(shapes_config):
+  with pytest.raises(ValueError, match='start_step'):
+    data.create_train_iterator(shapes_config, seed=0, start_step=-1)
+  config = shapes_config.copy_and_resolve_references()
+  config.batch_size = 64  # more than the 60 training examples
+  with pytest.raises(ValueError, match='fewer than one process batch'):
+    data.create_train_iterator(config, seed=0)
+
+
 # --- Image folders ----------------------------------------------------------
 
 

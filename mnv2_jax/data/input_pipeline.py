@@ -165,10 +165,15 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
 
-  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-  for epoch in itertools.count(start_epoch):
-    skip = step_in_epoch * batch_size if epoch == start_epoch else 0
-    yield from tfds.as_numpy(epoch_dataset(epoch, skip))
+  def batches():
+    start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+    for epoch in itertools.count(start_epoch):
+      skip = step_in_epoch * batch_size if epoch == start_epoch else 0
+      yield from tfds.as_numpy(epoch_dataset(epoch, skip))
+
+  # Returned rather than yielded from here, so that bad arguments raise at
+  # the call, not at the first next().
+  return batches()
 
 
 def create_eval_iterator(data_config: ml_collections.ConfigDict, *,
