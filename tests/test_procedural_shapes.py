@@ -76,5 +76,6 @@ def test_prepared_builder_serves_balanced_deterministic_splits(tmp_path):
   for example in examples:
     stored[int(example['label'])].append(example['image'].astype(np.float32))
   for image, label in zip(rendered, rendered_labels):
-    errors = [np.abs(candidate - image).mean() for candidate in stored[int(label)]]
+    errors = [np.abs(candidate - image).mean()
+              for candidate in stored[int(label)]]
     assert min(errors) < 6.0  # Mean absolute error in 0..255 units.

@@ -4,8 +4,9 @@ This machine-independent dataset lets every command of the repository run with
 no download. It is a TFDS `GeneratorBasedBuilder` (registered as
 ``'procedural_shapes'`` when `mnv2_jax.data` is imported), so it goes through
 exactly the same `tfds` reading, caching, splitting and preprocessing code as
-ImageNet: the first use renders it into ``<data_dir>/procedural_shapes/<config>/``
-and later uses read the cached TFRecord files.
+ImageNet: the first use renders it into
+``<data_dir>/procedural_shapes/<config>/`` and later uses read the cached
+TFRecord files.
 
 Classes (10). Each image shows one foreground object whose class is defined
 only by its spatial structure (silhouette, holes, arrangement or texture):
@@ -28,9 +29,10 @@ Generative process (per image, all parameters drawn independently):
   * clutter: 0-3 thin line segments of random colour, position, length and
     width, drawn behind the object;
   * object: its class's shape, described by a signed distance function in the
-    object's own frame, with random centre (fully inside the image), scale (the
-    object spans 35%-75% of the image side), rotation (0-360 degrees) and a
-    random colour kept at least 0.35 (RGB distance) from the background mean;
+    object's own frame, with random centre (fully inside the image), scale
+    (the object spans about 30%-70% of the image side), rotation (0-360
+    degrees) and a random colour kept at least 0.35 (RGB distance) from the
+    background mean;
     edges are anti-aliased (coverage from the signed distance in pixels), so
     the same classes render at any resolution >= 32;
   * noise: i.i.d. Gaussian pixel noise with a random standard deviation of
@@ -141,7 +143,8 @@ def _column(values) -> np.ndarray:
 def _blend(image, alpha, colour):
   """Alpha-composites `colour` ([n, 3]) over a channel-first image in place."""
   for channel in range(3):
-    image[:, channel] += alpha * (_column(colour[:, channel]) - image[:, channel])
+    target = _column(colour[:, channel])
+    image[:, channel] += alpha * (target - image[:, channel])
 
 
 def _render_background(n: int, resolution: int,
@@ -156,30 +159,31 @@ def _render_background(n: int, resolution: int,
   colour_a = rng.uniform(0, 1, (n, 3))
   colour_b = rng.uniform(0, 1, (n, 3))
   direction = rng.uniform(0, 2 * np.pi, n)
-  ramp = (_column(np.cos(direction)) * x + _column(np.sin(direction)) * y + 1) / 2
-  image = (_column(colour_a.T.reshape(-1)).reshape(3, n, 1, 1).transpose(1, 0, 2, 3)
-           * (1 - ramp[:, None]) +
-           _column(colour_b.T.reshape(-1)).reshape(3, n, 1, 1).transpose(1, 0, 2, 3)
-           * ramp[:, None])
+  ramp = (_column(np.cos(direction)) * x + _column(np.sin(direction)) * y
+          + 1) / 2
+  image = (colour_a.astype(np.float32)[:, :, None, None] * (1 - ramp[:, None]) +
+           colour_b.astype(np.float32)[:, :, None, None] * ramp[:, None])
   frequency = _column(rng.uniform(0.5, 2.0, n)) * np.pi
   phase = _column(rng.uniform(0, 2 * np.pi, n))
   wave_angle = rng.uniform(0, 2 * np.pi, n)
-  image += 0.1 * np.sin(frequency * (_column(np.cos(wave_angle)) * x +
-                                     _column(np.sin(wave_angle)) * y) + phase)[:, None]
+  wave = (_column(np.cos(wave_angle)) * x + _column(np.sin(wave_angle)) * y)
+  image += 0.1 * np.sin(frequency * wave + phase)[:, None]
   for _ in range(4):
     present = _column(rng.uniform(0, 1, n) < 0.6)
     centre = rng.uniform(-1, 1, (n, 2))
     sigma = _column(rng.uniform(0.05, 0.2, n))
     colour = rng.uniform(0, 1, (n, 3))
-    squared = ((x - _column(centre[:, 0])) ** 2 + (y - _column(centre[:, 1])) ** 2)
-    _blend(image, np.exp(-squared / (2 * sigma * sigma)) * present * 0.6, colour)
+    squared = ((x - _column(centre[:, 0])) ** 2 +
+               (y - _column(centre[:, 1])) ** 2)
+    alpha = np.exp(-squared / (2 * sigma * sigma)) * present * 0.6
+    _blend(image, alpha, colour)
   upsample = _bilinear_upsample_matrix(coarse, resolution)
   return np.matmul(np.matmul(upsample, image.astype(np.float32)), upsample.T)
 
 
 def render_images(labels: np.ndarray, resolution: int,
                   rng: np.random.Generator) -> np.ndarray:
-  """Renders one image per label: uint8 [len(labels), resolution, resolution, 3]."""
+  """One image per label: uint8 [len(labels), resolution, resolution, 3]."""
   if resolution < MIN_RENDER_RESOLUTION:
     raise ValueError(f'render resolution {resolution} is below '
                      f'{MIN_RENDER_RESOLUTION}; use a resolution >= '
