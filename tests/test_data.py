@@ -344,6 +344,15 @@ def test_image_folder_must_exist(tmp_path):
     _validate(dataset='image_folder', image_folder=str(tmp_path))
 
 
+def test_unknown_split_is_rejected():
+  with pytest.raises(ValueError, match="eval_split='validation'.*has no split "
+                     "validation \\(it has test, train\\)"):
+    _validate(eval_split='validation')
+  with pytest.raises(ValueError, match='train_split=.*has no split trian '):
+    _validate(train_split='trian[:50%]')
+  _validate(train_split='train[:90%]+test', eval_split='test[:10]')
+
+
 def test_unknown_config_field_is_rejected():
   with pytest.raises(ValueError, match='Unknown data config field'):
     data.get_data_config(image_size=64)

@@ -8,6 +8,7 @@ image folder through `tfds.folder_dataset.ImageFolder`.
 import difflib
 import functools
 import os
+import re
 from typing import NamedTuple
 
 import ml_collections
@@ -224,6 +225,31 @@ def _check_features(data_config, builder) -> None:
         f'feature; use an image classification dataset.')
 
 
+def _split_names(split: str) -> set[str]:
+  """'train[:90%]+validation' -> {'train', 'validation'}."""
+  return {re.sub(r'\[.*\]', '', part).strip() for part in split.split('+')}
+
+
+def _check_splits(data_config, builder) -> None:
+  """Train/eval splits must exist (checked where the split list is known)."""
+  if data_config.dataset == BUILT_IN_DATASET:
+    available = {'train', 'test'}
+  elif (_tfds_mocked() or is_image_folder(builder) or
+        not builder.info.splits):
+    return
+  else:
+    available = set(builder.info.splits.keys())
+  for field in ('train_split', 'eval_split'):
+    split = (data_config.train_split if field == 'train_split' else
+             resolve_eval_split(data_config, builder))
+    missing = _split_names(split) - available
+    if missing:
+      raise ValueError(
+          f'data.{field}={split!r}: {data_config.dataset!r} has no split '
+          f'{", ".join(sorted(missing))} (it has {", ".join(sorted(available))}'
+          f'); set --config.data.{field} to one of them.')
+
+
 def validate_data_config(data_config: ml_collections.ConfigDict,
                          num_devices: int, process_count: int) -> None:
   """Raises a one-line ValueError (problem and fix) for a bad data config.
@@ -257,3 +283,4 @@ def validate_data_config(data_config: ml_collections.ConfigDict,
   builder = get_builder(data_config)
   _check_features(data_config, builder)
   _check_manual_download(data_config, builder)
+  _check_splits(data_config, builder)
