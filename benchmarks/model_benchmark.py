@@ -35,6 +35,7 @@ Examples:
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -295,10 +296,22 @@ def import_torch() -> Optional[Any]:
 # ----------------------------------------------------------------------------- timing
 
 
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _time(fn: Callable[[], Any]) -> float:
   start = time.perf_counter()
   fn()
   return time.perf_counter() - start
+
+
+def _time_wall_and_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
+  """Wall seconds and CPU seconds of this process (all threads) spent in fn."""
+  start, start_cpu = time.perf_counter(), _cpu_seconds()
+  fn()
+  return time.perf_counter() - start, _cpu_seconds() - start_cpu
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -324,10 +337,13 @@ def run(args: argparse.Namespace) -> dict:
     for _ in range(args.warmup_steps):
       losses[engine.name] = engine.train_step()
   step_seconds = {engine.name: [] for engine in engines}
+  step_cpu_seconds = {engine.name: [] for engine in engines}
   for round_index in range(args.rounds):
     for engine in engines:
       for _ in range(args.steps_per_round):
-        step_seconds[engine.name].append(_time(engine.train_step))
+        wall, cpu = _time_wall_and_cpu(engine.train_step)
+        step_seconds[engine.name].append(wall)
+        step_cpu_seconds[engine.name].append(cpu)
     print(f'round {round_index + 1}/{args.rounds}: ' + ', '.join(
         f'{name} {statistics.median(times[-args.steps_per_round:]):.2f} s/step'
         for name, times in step_seconds.items()), file=sys.stderr, flush=True)
@@ -347,6 +363,7 @@ def run(args: argparse.Namespace) -> dict:
   for engine in engines:
     times = step_seconds[engine.name]
     median = statistics.median(times)
+    cpu_median = statistics.median(step_cpu_seconds[engine.name])
     results.append({
         'engine': engine.name,
         'compile_seconds': engine.compile_seconds,
@@ -355,6 +372,10 @@ def run(args: argparse.Namespace) -> dict:
         'train_step_seconds_min': min(times),
         'train_step_seconds_max': max(times),
         'train_images_per_second': args.batch / median,
+        # CPU time of the process (all threads) per step: robust to other
+        # processes taking cores, but it counts PyTorch's OpenMP spin-waiting too.
+        'train_step_cpu_seconds_median': cpu_median,
+        'train_images_per_cpu_second': args.batch / cpu_median,
         'batch1_latency_ms_median': latency_ms.get(engine.name),
         'final_loss': losses.get(engine.name),
     })
@@ -363,6 +384,8 @@ def run(args: argparse.Namespace) -> dict:
     for result in results:
       result['speedup_vs_torch'] = (result['train_images_per_second']
                                     / torch_result['train_images_per_second'])
+      result['cpu_time_speedup_vs_torch'] = (result['train_images_per_cpu_second']
+                                             / torch_result['train_images_per_cpu_second'])
   return {
       'config': {
           'model': args.model, 'width_multiplier': args.width,
@@ -392,16 +415,20 @@ def format_table(report: dict) -> str:
       f"hugetlb malloc {'on' if env['hugetlb_malloc'] else 'off'}"
       + (f", torch {env['torch']} ({env['torch_threads']} threads)" if env['torch'] else ''),
       f"{'engine':<20} {'compile s':>9} {'step s':>8} {'min s':>7} {'max s':>7} "
-      f"{'img/s':>7} {'vs torch':>8} {'b1 ms':>8}",
+      f"{'img/s':>7} {'vs torch':>8} {'cpu s':>7} {'img/cpu-s':>9} {'vs torch':>8} {'b1 ms':>8}",
   ]
   for r in report['results']:
     compile_s = f"{r['compile_seconds']:.1f}" if r['compile_seconds'] is not None else '-'
     speedup = f"{r['speedup_vs_torch']:.2f}x" if 'speedup_vs_torch' in r else '-'
+    cpu_speedup = (f"{r['cpu_time_speedup_vs_torch']:.2f}x"
+                   if 'cpu_time_speedup_vs_torch' in r else '-')
     latency = (f"{r['batch1_latency_ms_median']:.1f}"
                if r['batch1_latency_ms_median'] is not None else '-')
     lines.append(f"{r['engine']:<20} {compile_s:>9} {r['train_step_seconds_median']:>8.3f} "
                  f"{r['train_step_seconds_min']:>7.3f} {r['train_step_seconds_max']:>7.3f} "
-                 f"{r['train_images_per_second']:>7.2f} {speedup:>8} {latency:>8}")
+                 f"{r['train_images_per_second']:>7.2f} {speedup:>8} "
+                 f"{r['train_step_cpu_seconds_median']:>7.2f} "
+                 f"{r['train_images_per_cpu_second']:>9.2f} {cpu_speedup:>8} {latency:>8}")
   if report['torch_note']:
     lines.append(report['torch_note'])
   return '\n'.join(lines)
