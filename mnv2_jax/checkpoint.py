@@ -102,8 +102,12 @@ class Checkpointer:
                async_save: bool = True):
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
+    policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_every_steps,
+        # orbax's default policy would also save right after the first step.
+        save_decision_policy=policies.AnySavePolicy([
+            policies.FixedIntervalPolicy(save_every_steps),
+            policies.PreemptionCheckpointingPolicy()]),
         max_to_keep=keep,
         create=True,
         cleanup_tmp_directories=True,  # leftovers of a save cut short by a kill

@@ -53,6 +53,9 @@ def test_saves_every_n_steps_and_keeps_the_newest_k(tmp_path):
   checkpointer = checkpoint.Checkpointer(str(tmp_path), save_every_steps=2, keep=3)
   assert checkpointer.all_steps() == [6, 8, 10]
   checkpointer.close()
+  _save_steps(tmp_path / 'keep_all', range(1, 6), keep=10, every=2)
+  assert checkpoint.Checkpointer(str(tmp_path / 'keep_all'), save_every_steps=2,
+                                 keep=10).all_steps() == [2, 4]
 
 
 def test_restore_returns_state_ema_optimizer_rng_and_data_position(tmp_path):

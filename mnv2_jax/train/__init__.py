@@ -12,3 +12,4 @@ from mnv2_jax.train.optimizer import (create_learning_rate_schedule, create_opti
                                       total_train_steps, validate_optimizer_config)
 from mnv2_jax.train.state import TrainState, create_model, create_train_state
 from mnv2_jax.train.step import cross_entropy_loss, eval_step, train_step
+from mnv2_jax.train.loop import train_and_evaluate

@@ -1,0 +1,487 @@
+"""`train_and_evaluate(config, workdir)`: the training loop and everything around it.
+
+The loop owns the side effects (data iterators, checkpoints, metrics, the
+progress bar); the arithmetic is in `train.step` (per-device steps),
+`train.optimizer` (the paper's recipe) and `parallel` (the data-parallel
+wrapper). Workdir layout (see notes in the README):
+
+  WORKDIR/config.json          the full config (process 0, at start)
+  WORKDIR/run_info.json        model, counts (params, MAdds), devices, steps
+  WORKDIR/metrics.jsonl        one JSON line per logged step / evaluation
+  WORKDIR/final_metrics.json   written when the run completes
+  WORKDIR/checkpoints/         orbax checkpoints (see `mnv2_jax.checkpoint`)
+  WORKDIR/tensorboard/         TensorBoard events
+
+Re-running on the same workdir resumes from the newest readable checkpoint,
+bitwise identically on CPU: the state (incl. EMA and optimizer), the base RNG
+key (dropout keys are `fold_in(key, step)`, nothing consumed) and the data
+position (`start_step`) all come from the checkpoint.
+
+Every config value is checked (`validate_config`, `data.validate_data_config`,
+the pretrained model description) before anything is compiled. The training
+loss is read back on the host one step behind the device (so the host never
+stalls the device queue): a non-finite loss stops the run within one step of
+its appearance, before any checkpoint of the broken state is written.
+"""
+
+import functools
+import logging as std_logging
+import math
+import os
+import time
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+import tqdm
+
+from mnv2_jax import checkpoint as checkpoint_lib
+from mnv2_jax import data
+from mnv2_jax import metrics as metrics_lib
+from mnv2_jax import models
+from mnv2_jax import parallel
+from mnv2_jax import pretrained
+from mnv2_jax import stats
+from mnv2_jax.models import architecture
+from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS
+from mnv2_jax.train import optimizer as optimizer_lib
+from mnv2_jax.train import state as state_lib
+from mnv2_jax.train import step as step_lib
+
+CONFIG_FILE = 'config.json'
+RUN_INFO_FILE = 'run_info.json'
+FINAL_METRICS_FILE = 'final_metrics.json'
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite; the run stopped without saving it."""
+
+
+# ----------------------------------------------------------------------------
+# Validation (cheap, before any compilation)
+
+
+def _check(condition: bool, field: str, allowed: str, value: Any) -> None:
+  if not condition:
+    raise ValueError(f'config.{field} must be {allowed}, got {value!r}.')
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises one ValueError line naming the first invalid model/optimizer/train field.
+
+  The data fields are checked by `data.validate_data_config`, which needs the
+  device count.
+  """
+  for section in ('model', 'data', 'optimizer', 'train'):
+    _check(isinstance(config.get(section), ml_collections.ConfigDict), section,
+           'a ConfigDict section', config.get(section))
+  _check(_is_int(config.get('seed')), 'seed', 'an integer', config.get('seed'))
+
+  model = config.model
+  _check(model.name in models.MODELS, 'model.name', f'one of {sorted(models.MODELS)}', model.name)
+  # The architecture validators word their messages with the bare field name.
+  for field, validator in (('width_multiplier', architecture.validate_width_multiplier),
+                           ('expansion_ratio', architecture.validate_expansion_ratio)):
+    try:
+      validator(model[field])
+    except ValueError as e:
+      raise ValueError(f'config.model.{e}') from None
+  _check(model.bottleneck_activation in architecture.BOTTLENECK_ACTIVATIONS,
+         'model.bottleneck_activation', f'one of {list(architecture.BOTTLENECK_ACTIVATIONS)}',
+         model.bottleneck_activation)
+  _check(model.shortcut in architecture.SHORTCUTS, 'model.shortcut',
+         f'one of {list(architecture.SHORTCUTS)}', model.shortcut)
+  _check(_is_number(model.dropout_rate) and 0 <= model.dropout_rate < 1, 'model.dropout_rate',
+         'a number in [0, 1)', model.dropout_rate)
+  _check(model.depthwise_impl in DEPTHWISE_IMPLS, 'model.depthwise_impl',
+         f'one of {list(DEPTHWISE_IMPLS)}', model.depthwise_impl)
+  _check(model.dtype in state_lib.DTYPES, 'model.dtype', f'one of {sorted(state_lib.DTYPES)}',
+         model.dtype)
+
+  optimizer_lib.validate_optimizer_config(config.optimizer)
+
+  train = config.train
+  _check(_is_number(train.num_epochs) and train.num_epochs > 0, 'train.num_epochs',
+         'a number > 0', train.num_epochs)
+  _check(train.num_steps is None or (_is_int(train.num_steps) and train.num_steps >= 1),
+         'train.num_steps', 'None (use num_epochs) or an integer >= 1', train.num_steps)
+  for field in ('eval_every_steps', 'checkpoint_every_steps', 'log_every_steps',
+                'keep_checkpoints'):
+    _check(_is_int(train[field]) and train[field] >= 1, f'train.{field}', 'an integer >= 1',
+           train[field])
+  _check(train.parallel_strategy in parallel.STRATEGIES, 'train.parallel_strategy',
+         f'one of {list(parallel.STRATEGIES)}', train.parallel_strategy)
+  _check(isinstance(train.sync_batch_norm, bool), 'train.sync_batch_norm', 'True or False',
+         train.sync_batch_norm)
+
+  _check(isinstance(config.get('eval_only'), bool), 'eval_only', 'True or False',
+         config.get('eval_only'))
+  init_from = config.get('init_from')
+  _check(init_from is None or (isinstance(init_from, str) and init_from), 'init_from',
+         'None or a directory written by mnv2_jax.pretrained.save_pretrained', init_from)
+
+
+def _check_init_from(config: ml_collections.ConfigDict, num_classes: int) -> Optional[dict]:
+  """Reads and checks the description of config.init_from (no weights loaded yet)."""
+  if not config.init_from:
+    return None
+  model_config = pretrained.load_model_config(config.init_from)
+  pretrained.check_model_matches(
+      model_config, name=config.model.name, width_multiplier=config.model.width_multiplier,
+      expansion_ratio=(config.model.expansion_ratio if config.model.name == 'mobilenet_v2'
+                       else model_config['expansion_ratio']),
+      num_classes=num_classes if config.eval_only else None)
+  return model_config
+
+
+# ----------------------------------------------------------------------------
+# State initialisation
+
+
+def _pretrained_state(directory: str, abstract_state: state_lib.TrainState,
+                      fresh_state_fn, num_classes: int) -> state_lib.TrainState:
+  """A step-0 state holding the weights of a pretrained directory (on the host).
+
+  A checkpoint with a different number of classes gets a freshly initialised
+  classifier (fine-tuning on a new label set); only then is the network
+  initialised. The EMA starts equal to the loaded weights and the optimizer
+  state starts afresh.
+  """
+  variables, model_config = pretrained.load_pretrained(directory)
+  loaded = {'params': traverse_util.flatten_dict(variables['params']),
+            'batch_stats': traverse_util.flatten_dict(variables['batch_stats'])}
+  if model_config['num_classes'] != num_classes:
+    logging.warning('init_from %s has %d classes, the dataset %d: re-initialising the '
+                    'classifier for fine-tuning.', directory, model_config['num_classes'],
+                    num_classes)
+    fresh = traverse_util.flatten_dict(jax.device_get(fresh_state_fn().params))
+    loaded['params'] = {path: (fresh[path] if path[0] == 'classifier' else value)
+                        for path, value in loaded['params'].items()}
+  for name in ('params', 'batch_stats'):
+    wanted = traverse_util.flatten_dict(getattr(abstract_state, name))
+    new = loaded[name]
+    if set(wanted) != set(new):
+      differing = sorted(set(wanted) ^ set(new))[0]
+      raise ValueError(f'init_from {directory} does not match the model: {name} entry '
+                       f'{"/".join(differing)} is in only one of them.')
+    for path, value in wanted.items():
+      if tuple(value.shape) != np.shape(new[path]):
+        raise ValueError(f'init_from {directory} does not match the model: {name}/'
+                         f'{"/".join(path)} has shape {np.shape(new[path])}, the model '
+                         f'{tuple(value.shape)}.')
+  params, batch_stats = (
+      jax.tree.map(lambda x, like: np.asarray(x, like.dtype),
+                   traverse_util.unflatten_dict(loaded[name]), getattr(abstract_state, name))
+      for name in ('params', 'batch_stats'))
+  logging.info('Initialised weights from %s (%s).', directory, model_config.get('source'))
+  return abstract_state.replace(
+      step=np.zeros([], np.int32), params=params, batch_stats=batch_stats,
+      opt_state=jax.device_get(jax.jit(abstract_state.tx.init)(params)),
+      ema_params=jax.tree.map(np.copy, params), ema_batch_stats=jax.tree.map(np.copy, batch_stats))
+
+
+def _checkpoint_steps(workdir: str) -> list[int]:
+  directory = os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return []
+  return [int(name) for name in os.listdir(directory) if name.isdigit()]
+
+
+# ----------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(p_eval_step, state, dp: parallel.DataParallel,
+             config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Loss and top-1/top-5 of the raw and the EMA weights over the whole eval split."""
+  totals = {}
+  iterator = data.create_eval_iterator(config.data, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+  for batch in iterator:
+    counts = dp.fetch_metrics(p_eval_step(state, dp.shard_batch(batch)))
+    for name, value in counts.items():
+      totals[name] = totals.get(name, 0.0) + value
+  count = totals.get('count', 0.0)
+  if not count:
+    raise ValueError(f'The eval split {config.data.eval_split!r} of {config.data.dataset!r} '
+                     f'yielded no examples.')
+  return {
+      'eval_loss': totals['loss_sum'] / count,
+      'eval_top1': totals['top1_correct'] / count,
+      'eval_top5': totals['top5_correct'] / count,
+      'eval_ema_loss': totals['ema_loss_sum'] / count,
+      'eval_ema_top1': totals['ema_top1_correct'] / count,
+      'eval_ema_top5': totals['ema_top5_correct'] / count,
+  }
+
+
+def _write_final_metrics(workdir: str, step: int, eval_metrics: dict, counts: dict,
+                         wall_time_seconds: float) -> dict:
+  """final_metrics.json, with the best evaluations over the whole run (all restarts)."""
+  history = metrics_lib.read_jsonl(os.path.join(workdir, metrics_lib.METRICS_FILE))
+  evals = [line for line in history if 'eval_top1' in line]
+  final = {
+      'step': step,
+      'eval_top1': eval_metrics['eval_top1'],
+      'eval_top5': eval_metrics['eval_top5'],
+      'eval_ema_top1': eval_metrics['eval_ema_top1'],
+      'eval_ema_top5': eval_metrics['eval_ema_top5'],
+      'best_eval_top1': max(line['eval_top1'] for line in evals),
+      'best_eval_ema_top1': max(line['eval_ema_top1'] for line in evals),
+      'wall_time_seconds': wall_time_seconds,
+      'params': counts['params'],
+      'madds': counts['madds'],
+  }
+  metrics_lib.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+  return final
+
+
+# ----------------------------------------------------------------------------
+# The loop
+
+
+class _OrbaxInfoFilter(std_logging.Filter):
+  """Drops orbax's INFO chatter (several lines per save), which would bury the progress bar."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
+def _quiet_orbax_info_logs() -> None:
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
+    handler.addFilter(_OrbaxInfoFilter())
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
+  """Trains (or, with config.eval_only, evaluates) as described by `config`; writes `workdir`.
+
+  Returns the final training state (replicated on the devices).
+  Raises ValueError for an invalid config (before compiling anything),
+  NonFiniteLossError when the loss diverges, checkpoint.Preempted after a
+  SIGTERM-triggered save.
+  """
+  start_time = time.time()
+  workdir = os.path.abspath(workdir)
+  validate_config(config)
+  _quiet_orbax_info_logs()
+  parallel.initialize_distributed(config)
+  dp = parallel.DataParallel(config.train.parallel_strategy)
+  process_index, process_count = jax.process_index(), jax.process_count()
+  is_primary = process_index == 0
+  data.validate_data_config(config.data, num_devices=dp.num_devices,
+                            process_count=process_count)
+  dataset_info = data.get_dataset_info(config.data)
+  num_classes = dataset_info.num_classes
+  _check_init_from(config, num_classes)
+  if config.eval_only and not (config.init_from or _checkpoint_steps(workdir)):
+    raise ValueError(f'config.eval_only needs weights: set config.init_from to a pretrained '
+                     f'directory or use a workdir with checkpoints ({workdir} has none).')
+
+  global_batch = config.data.batch_size
+  steps_per_epoch = max(1, dataset_info.num_train_examples // global_batch)
+  total_steps = optimizer_lib.total_train_steps(config, steps_per_epoch)
+  resolution = config.data.resolution
+  counts = stats.count_model(
+      config.model.name, config.model.width_multiplier, resolution, num_classes,
+      config.model.expansion_ratio if config.model.name == 'mobilenet_v2' else None)
+  logging.info('%s width %s at %dpx, %d classes: %s parameters (%s without BN), %s MAdds.',
+               config.model.name, config.model.width_multiplier, resolution, num_classes,
+               f'{counts["params"]:,}', f'{counts["params_no_bn"]:,}', f'{counts["madds"]:,}')
+  logging.info('%d devices in %d processes; global batch %d; %d steps per epoch; %d steps.',
+               dp.num_devices, process_count, global_batch, steps_per_epoch, total_steps)
+  if is_primary:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+    metrics_lib.write_json(os.path.join(workdir, RUN_INFO_FILE), {
+        'model': config.model.name,
+        'width_multiplier': config.model.width_multiplier,
+        'resolution': resolution,
+        'expansion_ratio': counts['expansion_ratio'],
+        'params': counts['params'],
+        'params_no_bn': counts['params_no_bn'],
+        'madds': counts['madds'],
+        'num_classes': num_classes,
+        'num_devices': dp.num_devices,
+        'process_count': process_count,
+        'steps_per_epoch': steps_per_epoch,
+        'total_steps': total_steps,
+    })
+
+  # --- state: from the workdir's checkpoint, pretrained, or fresh ------------
+  model = state_lib.create_model(config, num_classes, batch_norm_axis_name=parallel.BATCH_AXIS)
+  learning_rate_fn = optimizer_lib.create_learning_rate_schedule(config, steps_per_epoch)
+  tx = optimizer_lib.create_optimizer(config, steps_per_epoch, learning_rate_fn)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  fresh_state_fn = functools.partial(state_lib.create_train_state, init_rng, model, tx,
+                                     (1, resolution, resolution, 3))
+  # Shapes only: initialising the network compiles for a while, and is not
+  # needed to restore a checkpoint or to load pretrained weights.
+  abstract_state = jax.eval_shape(fresh_state_fn)
+  base_rng_data = np.asarray(jax.random.key_data(dropout_rng))
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir, save_every_steps=config.train.checkpoint_every_steps,
+      keep=config.train.keep_checkpoints)
+  writer = None
+  try:
+    start_step, previous_wall_time, restored = 0, 0.0, None
+    if checkpointer.all_steps():
+      template = dp.replicate(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state))
+      restored = checkpointer.restore_latest(template)
+    if restored is not None:
+      state, base_rng_data, meta = restored
+      start_step = int(meta['data_start_step'])
+      previous_wall_time = float(meta.get('wall_time_seconds', 0.0))
+      logging.info('Resuming from step %d.', start_step)
+    elif config.init_from:
+      state = dp.replicate(_pretrained_state(config.init_from, abstract_state, fresh_state_fn,
+                                             num_classes))
+    else:
+      state = dp.replicate(fresh_state_fn())
+    dropout_rng = jax.random.wrap_key_data(base_rng_data)
+    wall_time = lambda: previous_wall_time + time.time() - start_time
+
+    p_eval_step = dp.wrap_eval_step(step_lib.eval_step)
+    writer = metrics_lib.MetricsWriter(workdir, is_primary=is_primary, resume_step=start_step)
+    final_metrics_path = os.path.join(workdir, FINAL_METRICS_FILE)
+    if config.eval_only:
+      eval_metrics = evaluate(p_eval_step, state, dp, config)
+      writer.write(start_step, start_step / steps_per_epoch, eval_metrics)
+      logging.info('Evaluation at step %d: %s', start_step, eval_metrics)
+      if is_primary:
+        _write_final_metrics(workdir, start_step, eval_metrics, counts, wall_time())
+      return state
+    if start_step >= total_steps and os.path.exists(final_metrics_path):
+      logging.info('The run in %s already finished (step %d); nothing to do.', workdir,
+                   start_step)
+      return state
+    if is_primary and os.path.exists(final_metrics_path):
+      os.remove(final_metrics_path)  # the run continues (e.g. num_steps was raised)
+    return _train(config, workdir, dp, state, dropout_rng, start_step, total_steps,
+                  steps_per_epoch, learning_rate_fn, p_eval_step, checkpointer, writer,
+                  counts, wall_time)
+  finally:
+    if writer is not None:
+      writer.close()
+    checkpointer.close()
+
+
+def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, steps_per_epoch,
+           learning_rate_fn, p_eval_step, checkpointer, writer, counts, wall_time):
+  """Steps `start_step`..`total_steps - 1`, with logging, evaluation and checkpoints."""
+  is_primary = jax.process_index() == 0
+  global_batch = config.data.batch_size
+  p_train_step = dp.wrap_train_step(
+      functools.partial(step_lib.train_step, label_smoothing=config.optimizer.label_smoothing,
+                        ema_decay=config.optimizer.ema_decay,
+                        learning_rate_fn=learning_rate_fn),
+      donate_state=True)
+  p_all_finite = jax.jit(_all_finite)
+  train_iterator = data.create_train_iterator(
+      config.data, seed=config.seed, start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  preemption = checkpoint_lib.PreemptionWatcher()
+  progress = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_primary,
+                       unit='step', dynamic_ncols=True, smoothing=0.1,
+                       desc=f'{config.model.name} {config.model.width_multiplier}')
+  eval_metrics = None
+  interval_losses, interval_start, interval_steps = [], None, 0
+  pending = None  # (step, metrics on device) of the last dispatched update
+
+  def check_pending():
+    """Reads back the pending step's metrics; stops on a non-finite loss."""
+    nonlocal pending, interval_start, interval_steps
+    if pending is None:
+      return
+    step, device_metrics = pending
+    pending = None
+    step_metrics = dp.fetch_metrics(device_metrics)
+    if not math.isfinite(step_metrics['loss']):
+      raise NonFiniteLossError(
+          f'Training loss is {step_metrics["loss"]} at step {step}: stopping without saving. '
+          f'The last good checkpoint (step {checkpointer.latest_step()}) in '
+          f'{checkpointer.directory} is kept; lower config.optimizer.base_learning_rate or '
+          f'check the data.')
+    interval_losses.append(step_metrics)
+    interval_steps += 1
+    if interval_start is None:  # the first step includes compilation: not timed
+      interval_start, interval_steps = time.time(), 0
+    progress.update(step - progress.n)
+    if step % config.train.log_every_steps == 0 or step == total_steps:
+      elapsed = time.time() - interval_start
+      images_per_second = (interval_steps * global_batch / elapsed
+                           if interval_steps and elapsed > 0 else float('nan'))
+      scalars = {
+          'train_loss': float(np.mean([m['loss'] for m in interval_losses])),
+          'train_top1': float(np.mean([m['top1'] for m in interval_losses])),
+          'learning_rate': step_metrics['learning_rate'],
+          'images_per_second': images_per_second,
+      }
+      writer.write(step, step / steps_per_epoch, scalars)
+      progress.set_postfix(loss=f'{scalars["train_loss"]:.3f}',
+                           img_per_s=f'{images_per_second:.0f}', refresh=False)
+      interval_losses.clear()
+      interval_start, interval_steps = time.time(), 0
+
+  def save(step):
+    check_pending()  # the loss that produced this state must be finite
+    if not bool(dp.fetch_metrics({'finite': p_all_finite(state.params)})['finite']):
+      raise NonFiniteLossError(
+          f'The parameters became non-finite at step {step}: stopping without saving. The last '
+          f'good checkpoint (step {checkpointer.latest_step()}) is kept; lower '
+          f'config.optimizer.base_learning_rate.')
+    checkpointer.save(step, state, np.asarray(jax.random.key_data(dropout_rng)),
+                      extra={'wall_time_seconds': wall_time()})
+
+  try:
+    for step in range(start_step + 1, total_steps + 1):  # `step` counts updates done
+      batch = dp.shard_batch(next(train_iterator))
+      state, device_metrics = p_train_step(state, batch, dropout_rng)
+      check_pending()  # the previous step's loss, while this one runs
+      pending = (step, device_metrics)
+      stop = preemption.stop_requested or checkpointer.manager.reached_preemption(step)
+      if step == total_steps or stop or checkpointer.should_save(step):
+        save(step)
+      if stop:
+        checkpointer.wait()
+        raise checkpoint_lib.Preempted(
+            f'stopped at step {step} on request; the checkpoint is saved in '
+            f'{checkpointer.directory}: re-run the same command to resume.')
+      if step % config.train.eval_every_steps == 0 or step == total_steps:
+        check_pending()
+        eval_metrics = evaluate(p_eval_step, state, dp, config)
+        writer.write(step, step / steps_per_epoch, eval_metrics)
+        writer.flush()
+        progress.write(f'step {step}: eval top-1 {eval_metrics["eval_top1"]:.4f} '
+                       f'(EMA {eval_metrics["eval_ema_top1"]:.4f}), '
+                       f'loss {eval_metrics["eval_loss"]:.4f}')
+        interval_start, interval_steps = time.time(), 0  # evaluation time is not training
+    check_pending()
+    if eval_metrics is None:  # resumed at the end, before the final evaluation ran
+      eval_metrics = evaluate(p_eval_step, state, dp, config)
+      writer.write(total_steps, total_steps / steps_per_epoch, eval_metrics)
+    checkpointer.wait()
+    if is_primary:
+      final = _write_final_metrics(workdir, total_steps, eval_metrics, counts, wall_time())
+      logging.info('Finished: %s', final)
+  finally:
+    progress.close()
+    preemption.close()
+  return state
