@@ -6,6 +6,7 @@ layer mapped right (incl. the depthwise kernel layout and TF-SAME padding).
 """
 
 import functools
+import json
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -235,3 +236,31 @@ def test_a_missing_weights_file_is_named(tmp_path):
   with pytest.raises(ValueError, match='does not exist'):
     convert.convert(1.0, 224, weights=str(tmp_path / 'missing.h5'))
 
+
+
+def test_the_training_loop_evaluates_a_converted_model_to_keras_own_accuracy(tmp_path):
+  """`main --config.init_from=DIR --config.eval_only=True` on the built-in dataset (10 classes)."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from mnv2_jax import data  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.train import loop  # pylint: disable=g-import-not-at-top
+  config = default.get_config('width=0.35,res=32,batch=16')
+  config.data.update(dict(data_dir=str(tmp_path / 'tfds'), num_train_examples=64,
+                          num_test_examples=64, eval_batch_size=32))
+  num_classes = data.get_dataset_info(config.data).num_classes
+  keras_model = random_keras_model(0.35, 32, num_classes)
+  variables, model_config = convert.convert_keras_model(keras_model)
+  pretrained.save_pretrained(tmp_path / 'pretrained', variables, model_config)
+  config.init_from = str(tmp_path / 'pretrained')
+  config.eval_only = True
+  loop.train_and_evaluate(config, str(tmp_path / 'eval'))
+  with open(tmp_path / 'eval' / 'final_metrics.json') as f:
+    final = json.load(f)
+
+  correct, total = 0, 0
+  for batch in data.create_eval_iterator(config.data):
+    predictions = np.argmax(np.asarray(keras_model(batch['image'], training=False)), axis=-1)
+    correct += int(np.sum((predictions == batch['label']) & batch['mask']))
+    total += int(np.sum(batch['mask']))
+  assert total == 64
+  assert final['eval_top1'] == pytest.approx(correct / total)
+  assert final['eval_ema_top1'] == final['eval_top1']
