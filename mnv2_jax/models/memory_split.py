@@ -23,13 +23,16 @@ How XLA is made to keep one group live (measured with
   bounds, and the channels it shares with the previous group are masked out
   of its projection rows. T need not divide C (a block then runs
   ceil(C / G) <= T groups) and no kernel is padded or copied.
-- The per-group parameter slices (BN vectors, depthwise taps, projection rows,
-  kernel slices) are cut with `dynamic_slice` *one iteration ahead* and passed
-  through the loop carry. Sliced inside the iteration that uses them, XLA
-  fuses the dynamic slice into the elementwise depthwise/BN loops, which then
-  run about 3x slower (per-element index arithmetic); as carried buffers they
-  are plain operands and a group costs what the unsplit layer costs per
-  channel.
+- The per-group slices that elementwise code reads (BN vectors, depthwise
+  taps, the input slice of a block without expansion) are cut with
+  `dynamic_slice` *one iteration ahead* and passed through the loop carry.
+  Sliced inside the iteration that uses them, XLA fuses the dynamic slice
+  into the elementwise depthwise/BN loops, which then run about 3x slower
+  (per-element index arithmetic); as carried buffers they are plain operands
+  and a group costs about what the unsplit layer costs per channel. Kernel
+  slices (expansion, stem, projection rows) feed convolutions/dots, which XLA
+  does not fuse with the slice, and are cut in the iteration itself: carrying
+  them would add double-buffered copies of up to 240x320 weights per block.
 
 The paper applies the same trick to the first layer (Table 3): the stem
 convolution's output channels are the inner tensor of the first block (t = 1,
@@ -115,16 +118,18 @@ def _depthwise(inputs: jax.Array, kernel: jax.Array, stride: int, impl: str) -> 
   return depthwise_conv_shifted(inputs, kernel, stride)
 
 
-def _grouped_bottleneck(block_input: jax.Array, inner_slices: Callable[[Any, int], Any],
+def _grouped_bottleneck(block_input: jax.Array, inner_vectors: Callable[[Any, int], Any],
+                        inner_kernels: Callable[[Any, int], Any],
                         inner_group: Callable[[Any, Any], jax.Array], inner_channels: int,
                         block: Variables, stride: int, out_shape: Sequence[int],
                         memory_split: int, depthwise_impl: str, dtype: Any) -> jax.Array:
   """sum over groups of project_g(ReLU6(BN_g(depthwise_g(inner group g)))), before the last BN.
 
-  `inner_slices(start, size)` cuts what group [start, start + size) of the
-  inner tensor needs (kernel and BN slices, possibly an input slice);
-  `inner_group(slices)` computes that (post-ReLU6) group from them.
-  `block_input` is what the block computes from (see `_zero_depending_on`).
+  For group [start, start + size) of the inner tensor, `inner_vectors` cuts
+  what elementwise code reads (BN slices, or an input slice) and
+  `inner_kernels` the convolution kernel slices; `inner_group(vectors,
+  kernels)` computes the (post-ReLU6) group from them. `block_input` is what
+  the block computes from (see `_zero_depending_on`).
   """
   params, stats = block
   size = group_size(inner_channels, memory_split)
@@ -133,41 +138,47 @@ def _grouped_bottleneck(block_input: jax.Array, inner_slices: Callable[[Any, int
   project_kernel = params['project_conv']['kernel'].astype(dtype)
   project_kernel = project_kernel.reshape(project_kernel.shape[-2:])
 
-  def group_slices(group):
-    group_start = group * size
+  def group_start(group):
     # The last group is moved back to stay in bounds; the channels it shares
     # with the previous group are masked out of its projection rows.
-    start = jnp.minimum(group_start, inner_channels - size)
-    owned = (start + jnp.arange(size)) >= group_start
-    rows = jax.lax.dynamic_slice_in_dim(project_kernel, start, size, axis=0)
-    return dict(inner=inner_slices(start, size),
+    return group * size, jnp.minimum(group * size, inner_channels - size)
+
+  def vector_slices(group):
+    """What elementwise loops read: carried one iteration ahead (module docstring)."""
+    _, start = group_start(group)
+    return dict(inner=inner_vectors(start, size),
                 depthwise_kernel=_slice_channels(depthwise_kernel, start, size),
                 depthwise_bn=_batch_norm_slices(params['depthwise_bn'], stats['depthwise_bn'],
-                                                start, size),
+                                                start, size))
+
+  def kernel_slices(group):
+    """What the convolutions read: cut in the iteration, kept out of the loop carry."""
+    first_owned, start = group_start(group)
+    owned = (start + jnp.arange(size)) >= first_owned
+    rows = jax.lax.dynamic_slice_in_dim(project_kernel, start, size, axis=0)
+    return dict(inner=inner_kernels(start, size),
                 project_rows=rows * owned[:, None].astype(dtype))
 
-  def partial_projection(slices):
-    hidden = inner_group(slices['inner'])
-    hidden = _depthwise(hidden, slices['depthwise_kernel'], stride, depthwise_impl)
-    hidden = relu6(_apply_batch_norm(hidden, slices['depthwise_bn'], dtype))
-    return jnp.einsum('nhwc,cd->nhwd', hidden, slices['project_rows'])
+  def partial_projection(vectors, kernels):
+    hidden = inner_group(vectors['inner'], kernels['inner'])
+    hidden = _depthwise(hidden, vectors['depthwise_kernel'], stride, depthwise_impl)
+    hidden = relu6(_apply_batch_norm(hidden, vectors['depthwise_bn'], dtype))
+    return jnp.einsum('nhwc,cd->nhwd', hidden, kernels['project_rows'])
 
   if groups == 1:
-    return partial_projection(group_slices(0))
+    return partial_projection(vector_slices(0), kernel_slices(0))
 
   def loop_body(group, carry):
-    accumulator, slices = carry
-    # Cut the next group's slices now: as carried buffers they are plain
-    # operands of this group's fusions (see the module docstring).
-    next_slices = group_slices(jnp.minimum(group + 1, groups - 1))
-    return accumulator + partial_projection(slices), next_slices
+    accumulator, vectors = carry
+    next_vectors = vector_slices(jnp.minimum(group + 1, groups - 1))
+    return accumulator + partial_projection(vectors, kernel_slices(group)), next_vectors
 
   # The first slices and the zero accumulator depend only on parameters, so
   # XLA would compute them (for every block) at the start of the program and
   # keep them live throughout; a data dependency on the block's input keeps
   # them local to the block.
   zero = _zero_depending_on(block_input)
-  carry = (jnp.full(out_shape, zero.astype(dtype)), group_slices(zero))
+  carry = (jnp.full(out_shape, zero.astype(dtype)), vector_slices(zero))
   # One loop body executed once per group: its buffers are reused, so only one
   # group of the inner tensor is live (measured, see the module docstring).
   accumulator, _ = jax.lax.fori_loop(0, groups, loop_body, carry, unroll=UNROLL_GROUPS)
@@ -207,18 +218,19 @@ def split_stem_and_first_block(images: jax.Array, stem: Variables, first_block: 
   images = images.astype(dtype)
   stem_kernel = stem_params['stem_conv']['kernel'].astype(dtype)
 
-  def stem_slices(start, size):
-    return (_slice_channels(stem_kernel, start, size),
-            _batch_norm_slices(stem_params['stem_bn'], stem_stats['stem_bn'], start, size))
+  def stem_vectors(start, size):
+    return _batch_norm_slices(stem_params['stem_bn'], stem_stats['stem_bn'], start, size)
 
-  def stem_group(slices):
-    kernel, batch_norm = slices
+  def stem_kernel_slice(start, size):
+    return _slice_channels(stem_kernel, start, size)
+
+  def stem_group(batch_norm, kernel):
     return relu6(_apply_batch_norm(_conv(images, kernel, 2), batch_norm, dtype))
 
   height, width = (architecture.conv_output_size(size, 2) for size in images.shape[1:3])
   out_shape = (images.shape[0], architecture.conv_output_size(height, block_spec.stride),
                architecture.conv_output_size(width, block_spec.stride), block_spec.out_channels)
-  projection = _grouped_bottleneck(images, stem_slices, stem_group, spec.stem_channels, first_block,
+  projection = _grouped_bottleneck(images, stem_vectors, stem_kernel_slice, stem_group, spec.stem_channels, first_block,
                                    block_spec.stride, out_shape, memory_split, depthwise_impl,
                                    dtype)
   return _project_output(projection, first_block, bottleneck_activation, dtype)
@@ -238,18 +250,23 @@ def split_bottleneck(inputs: jax.Array, block: Variables, block_spec: architectu
   # This block first, then its sources nearest first.
   expanders = [(inputs, block)] + [(x.astype(dtype), v) for x, v in expansion_shortcut]
 
-  def inner_slices(start, size):
+  def inner_vectors(start, size):
     if not block_spec.has_expansion:
       return _slice_channels(inputs, start, size)
-    return [(_slice_channels(params['expand_conv']['kernel'].astype(dtype), start, size),
-             _batch_norm_slices(params['expand_bn'], stats['expand_bn'], start, size))
+    return [_batch_norm_slices(params['expand_bn'], stats['expand_bn'], start, size)
             for _, (params, stats) in expanders]
 
-  def inner_group(slices):
+  def inner_kernels(start, size):
     if not block_spec.has_expansion:
-      return slices
+      return None
+    return [_slice_channels(params['expand_conv']['kernel'].astype(dtype), start, size)
+            for _, (params, _) in expanders]
+
+  def inner_group(vectors, kernels):
+    if not block_spec.has_expansion:
+      return vectors
     expansions = [relu6(_apply_batch_norm(_conv(x, kernel, 1), batch_norm, dtype))
-                  for (x, _), (kernel, batch_norm) in zip(expanders, slices)]
+                  for (x, _), kernel, batch_norm in zip(expanders, kernels, vectors)]
     # The normal network adds each source's expanded tensor (which includes
     # its own source) to the next block's: summing from the farthest source
     # keeps its float summation order.
@@ -261,7 +278,7 @@ def split_bottleneck(inputs: jax.Array, block: Variables, block_spec: architectu
   out_shape = (inputs.shape[0],) + tuple(
       architecture.conv_output_size(size, block_spec.stride) for size in inputs.shape[1:3]) + (
           block_spec.out_channels,)
-  projection = _grouped_bottleneck(inputs, inner_slices, inner_group, block_spec.expanded_channels, block,
+  projection = _grouped_bottleneck(inputs, inner_vectors, inner_kernels, inner_group, block_spec.expanded_channels, block,
                                    block_spec.stride, out_shape, memory_split, depthwise_impl,
                                    dtype)
   output = _project_output(projection, block, bottleneck_activation, dtype)

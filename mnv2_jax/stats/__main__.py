@@ -6,6 +6,14 @@
 
 One row per (width, resolution) combination; `--json` prints a JSON list of
 the `count_model` dicts (exact integers) instead of the table.
+
+  python -m mnv2_jax.stats --memory --width 1.0 --resolution 224 --split 1,2,4,8 \
+      [--dtype float32|bfloat16] [--batch-size 1] [--latency-runs 20] [--json]
+
+`--memory` reports peak activation memory of MobileNetV2 inference split in T
+channel groups (paper Section 5.1, `mnv2_jax/stats/memory.py`): per T the
+analytic eq. (2) peak, XLA's compiled temp memory and the latency, plus the
+Table 3 reproduction; with `--json` a JSON list of rows.
 """
 
 import argparse
@@ -13,6 +21,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from mnv2_jax.models import architecture
 from mnv2_jax.stats import counts
 
 
@@ -42,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f'MobileNetV2 expansion ratio t (default '
                            f'{counts.DEFAULT_EXPANSION_RATIO}); not valid for mobilenet_v1')
   parser.add_argument('--json', action='store_true', help='print a JSON list instead of a table')
+  memory_flags = parser.add_argument_group('--memory mode (paper Section 5.1, Table 3)')
+  memory_flags.add_argument('--memory', action='store_true',
+                            help='report peak activation memory and latency of split inference')
+  memory_flags.add_argument('--split', type=_comma_separated(int, 'integers'),
+                            default=[1, 2, 4, 8], help='memory_split values T, e.g. 1,2,4,8')
+  memory_flags.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
+  memory_flags.add_argument('--batch-size', type=int, default=1)
+  memory_flags.add_argument('--latency-runs', type=int, default=20,
+                            help='timed runs per T (0: compile only, no latency)')
   return parser
 
 
@@ -79,6 +97,24 @@ def accounting_report(args: argparse.Namespace) -> str:
   return json.dumps(rows, indent=1) if args.json else format_table(rows)
 
 
+def memory_report(args: argparse.Namespace) -> str:
+  if args.model != 'mobilenet_v2':
+    raise ValueError('--memory applies to mobilenet_v2 only (the split needs bottleneck blocks).')
+  if args.latency_runs < 0:
+    raise ValueError(f'--latency-runs must be >= 0, got {args.latency_runs}.')
+  for resolution in args.resolution:
+    architecture.validate_resolution(resolution)
+  from mnv2_jax.stats import memory  # Imports JAX and the network: only for this mode.
+  rows = [row for width in args.width for resolution in args.resolution
+          for row in memory.memory_rows(width, resolution, args.split, args.dtype,
+                                        args.batch_size, args.latency_runs,
+                                        args.expansion_ratio)]
+  if args.json:
+    return json.dumps(rows, indent=1)
+  tables = [memory.format_table3(width) for width in args.width]
+  return '\n\n'.join(tables + [memory.format_memory_rows(rows)])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Parses `argv` (default sys.argv[1:]) and prints the report of the chosen mode.
 
@@ -88,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    report = accounting_report(args)
+    report = memory_report(args) if args.memory else accounting_report(args)
   except ValueError as error:
     parser.error(str(error))  # One line naming the bad flag value; exits with status 2.
   print(report)
