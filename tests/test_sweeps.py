@@ -1,0 +1,114 @@
+"""The sweep definitions: configs/sweeps.py and the SWEEPS of both config files."""
+
+import csv
+import pathlib
+
+import pytest
+
+from configs import sweeps
+from launch import manifest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+V1_REFERENCE = REPO_ROOT.parent / 'shared' / 'reference' / 'mobilenet_v1.csv'
+CONFIG_FILES = ('configs/default.py', 'configs/imagenet.py')
+SWEEP_NAMES = {'fig5', 'expansion', 'fig6a', 'fig6b'}
+
+
+def runs_of(sweep, name='test'):
+  return dict(manifest.expand_sweep(sweep, name))
+
+
+def test_fig5_has_the_papers_21_v2_runs_and_the_v1_papers_7_points():
+  runs = runs_of(sweeps.fig5, 'fig5')
+  v2 = {(o['model.width_multiplier'], o['data.resolution']) for o in runs.values()
+        if o['model.name'] == 'mobilenet_v2'}
+  assert v2 == {(w, r) for w in (0.35, 0.5, 0.75, 1.0) for r in (96, 128, 160, 192, 224)} | {
+      (1.4, 224)}
+  assert len(v2) == 21
+  v1 = {(o['model.width_multiplier'], o['data.resolution']) for o in runs.values()
+        if o['model.name'] == 'mobilenet_v1'}
+  with open(V1_REFERENCE) as f:
+    assert v1 == {(float(row['multiplier']), int(row['resolution'])) for row in csv.DictReader(f)}
+  assert 'fig5/v2_w0.35_r96' in runs and 'fig5/v2_w1.4_r224' in runs
+  assert 'fig5/v1_w0.25_r224' in runs and 'fig5/v1_w1.0_r128' in runs
+  assert all(o['model.dropout_rate'] == sweeps.V1_DROPOUT_RATE for n, o in runs.items()
+             if '/v1_' in n)
+
+
+def test_fig5_scales_the_v1_points_with_the_resolution_grid():
+  runs = runs_of(lambda add: sweeps.fig5(add, resolutions=(64, 32, 40, 48, 56)), 'fig5')
+  assert len(runs) == 21 + 7
+  v1 = sorted((o['model.width_multiplier'], o['data.resolution']) for o in runs.values()
+              if o['model.name'] == 'mobilenet_v1')
+  assert v1 == [(0.25, 64), (0.5, 64), (0.75, 64), (1.0, 40), (1.0, 48), (1.0, 56), (1.0, 64)]
+  assert 'fig5/v2_w1.4_r64' in runs
+
+
+def test_expansion_sweeps_t_from_1_to_10_at_one_width_and_resolution():
+  runs = runs_of(lambda add: sweeps.expansion(add, width_multiplier=0.5, resolution=48),
+                 'expansion')
+  assert [o['model.expansion_ratio'] for o in runs.values()] == list(range(1, 11))
+  assert list(runs)[0] == 'expansion/t1' and list(runs)[-1] == 'expansion/t10'
+  assert {(o['model.width_multiplier'], o['data.resolution']) for o in runs.values()} == {
+      (0.5, 48)}
+
+
+def test_fig6a_compares_linear_and_relu6_bottlenecks_with_the_standard_shortcut():
+  runs = runs_of(lambda add: sweeps.fig6a(add, width_multiplier=1.0, resolution=224), 'fig6a')
+  assert {n: o['model.bottleneck_activation'] for n, o in runs.items()} == {
+      'fig6a/linear_bottleneck': 'linear', 'fig6a/relu6_bottleneck': 'relu6'}
+  assert {o['model.shortcut'] for o in runs.values()} == {'bottleneck'}
+
+
+def test_fig6b_compares_the_three_shortcut_placements_with_linear_bottlenecks():
+  runs = runs_of(lambda add: sweeps.fig6b(add, width_multiplier=1.0, resolution=224), 'fig6b')
+  assert {n: o['model.shortcut'] for n, o in runs.items()} == {
+      'fig6b/shortcut_bottleneck': 'bottleneck', 'fig6b/shortcut_expansion': 'expansion',
+      'fig6b/no_shortcut': 'none'}
+  assert {o['model.bottleneck_activation'] for o in runs.values()} == {'linear'}
+
+
+def test_common_overrides_reach_every_run():
+  runs = runs_of(lambda add: sweeps.fig6b(add, width_multiplier=0.35, resolution=32,
+                                          common={'train.num_steps': 7}))
+  assert {o['train.num_steps'] for o in runs.values()} == {7}
+
+
+def test_width_names_keep_one_decimal():
+  assert [sweeps.format_width(w) for w in (0.35, 0.5, 1, 1.0, 1.4)] == [
+      '0.35', '0.5', '1.0', '1.0', '1.4']
+
+
+def test_duplicate_or_unsafe_run_names_are_refused():
+  with pytest.raises(ValueError, match='twice'):
+    manifest.expand_sweep(lambda add: [add('a', {}), add('a', {})], 's')
+  for bad in ('a/b', '', '.hidden', 'with space'):
+    with pytest.raises(ValueError, match='run name'):
+      manifest.expand_sweep(lambda add, bad=bad: add(bad, {}), 's')
+  with pytest.raises(ValueError, match='no runs'):
+    manifest.expand_sweep(lambda add: None, 's')
+
+
+@pytest.mark.parametrize('config_file', CONFIG_FILES)
+def test_config_files_define_the_four_sweeps_and_every_override_fits_their_config(config_file):
+  module = manifest.load_config_module(str(REPO_ROOT / config_file))
+  assert set(module.SWEEPS) == SWEEP_NAMES
+  config = module.get_config()
+  sizes = {}
+  for sweep_name, sweep in module.SWEEPS.items():
+    runs = manifest.expand_sweep(sweep, sweep_name)
+    sizes[sweep_name] = len(runs)
+    for name, overrides in runs:
+      manifest.apply_overrides(config, overrides, name)  # raises on a bad field or type
+  assert sizes == {'fig5': 28, 'expansion': 10, 'fig6a': 2, 'fig6b': 3}
+
+
+def test_imagenet_sweeps_use_the_papers_resolutions_and_default_scales_them_down():
+  resolutions = {}
+  for config_file in CONFIG_FILES:
+    module = manifest.load_config_module(str(REPO_ROOT / config_file))
+    runs = manifest.expand_sweep(module.SWEEPS['fig5'], 'fig5')
+    resolutions[config_file] = sorted({o['data.resolution'] for _, o in runs})
+  assert resolutions['configs/imagenet.py'] == [96, 128, 160, 192, 224]
+  cpu = resolutions['configs/default.py']
+  assert len(cpu) == 5 and cpu[0] >= 32 and cpu[-1] < 96
