@@ -23,20 +23,21 @@ only by its spatial structure (silhouette, holes, arrangement or texture):
   9 triad       three small discs on a triangle (arrangement)
 
 Generative process (per image, all parameters drawn independently):
-  * background: a linear colour gradient between two random colours in a random
-    direction, a low-frequency sinusoidal shading and 0-4 soft Gaussian blobs
-    of random colour, position and size;
-  * clutter: 0-3 thin line segments of random colour, position, length and
-    width, drawn behind the object;
+  * background: a linear colour gradient in a random direction between a
+    random colour and one within +-0.3 of it per channel, a low-frequency
+    sinusoidal shading and 0-4 soft Gaussian blobs (opacity 0.4) of random
+    colour, position and size;
+  * clutter: 0-3 thin line segments (opacity 0.5) of random colour, position,
+    length and width, drawn behind the object;
   * object: its class's shape, described by a signed distance function in the
     object's own frame, with random centre (fully inside the image), scale
-    (the object spans about 30%-70% of the image side), rotation (0-360
-    degrees) and a random colour kept at least 0.35 (RGB distance) from the
+    (the object spans about 40%-80% of the image side), rotation (0-360
+    degrees) and a random colour kept at least 0.5 (RGB distance) from the
     background mean;
     edges are anti-aliased (coverage from the signed distance in pixels), so
     the same classes render at any resolution >= 32;
   * noise: i.i.d. Gaussian pixel noise with a random standard deviation of
-    0-8% of the range, then quantisation to uint8. Stored as JPEG (quality 95,
+    0-5% of the range, then quantisation to uint8. Stored as JPEG (quality 95,
     no chroma subsampling; ~5 KB an image at 64 px, mean absolute error ~3/255)
     so that it is read through the same fused decode-and-crop path as ImageNet.
 
@@ -157,7 +158,9 @@ def _render_background(n: int, resolution: int,
   coarse = 16
   x, y = _pixel_grid(coarse)
   colour_a = rng.uniform(0, 1, (n, 3))
-  colour_b = rng.uniform(0, 1, (n, 3))
+  # The second colour stays near the first: a gradient between unrelated
+  # colours would leave parts of the object without contrast.
+  colour_b = np.clip(colour_a + rng.uniform(-0.3, 0.3, (n, 3)), 0, 1)
   direction = rng.uniform(0, 2 * np.pi, n)
   ramp = (_column(np.cos(direction)) * x + _column(np.sin(direction)) * y
           + 1) / 2
@@ -175,7 +178,7 @@ def _render_background(n: int, resolution: int,
     colour = rng.uniform(0, 1, (n, 3))
     squared = ((x - _column(centre[:, 0])) ** 2 +
                (y - _column(centre[:, 1])) ** 2)
-    alpha = np.exp(-squared / (2 * sigma * sigma)) * present * 0.6
+    alpha = np.exp(-squared / (2 * sigma * sigma)) * present * 0.4
     _blend(image, alpha, colour)
   upsample = _bilinear_upsample_matrix(coarse, resolution)
   return np.matmul(np.matmul(upsample, image.astype(np.float32)), upsample.T)
@@ -204,10 +207,10 @@ def render_images(labels: np.ndarray, resolution: int,
     dx, dy = _column(delta[:, 0]), _column(delta[:, 1])
     t = np.clip((px * dx + py * dy) / (dx * dx + dy * dy + 1e-6), 0, 1)
     distance = np.hypot(px - t * dx, py - t * dy) * pixels_per_unit
-    _blend(image, _coverage(distance - half_width) * (present * 0.7), colour)
+    _blend(image, _coverage(distance - half_width) * (present * 0.5), colour)
 
   # Object frame: scale s (object radius in units), rotation, centre inside.
-  scale = rng.uniform(0.35, 0.75, n)
+  scale = rng.uniform(0.45, 0.85, n)
   centre = rng.uniform(-1, 1, (n, 2)) * (1 - scale[:, None])
   angle = rng.uniform(0, 2 * np.pi, n)
   cos, sin, s = _column(np.cos(angle)), _column(np.sin(angle)), _column(scale)
@@ -225,15 +228,15 @@ def render_images(labels: np.ndarray, resolution: int,
   foreground = rng.uniform(0, 1, (n, 3))
   offset = foreground - background_mean
   distance = np.linalg.norm(offset, axis=1, keepdims=True)
-  pushed = np.clip(background_mean + offset / np.maximum(distance, 1e-3) * 0.35,
+  pushed = np.clip(background_mean + offset / np.maximum(distance, 1e-3) * 0.5,
                    0, 1)
-  foreground = np.where(distance < 0.35, pushed, foreground)
+  foreground = np.where(distance < 0.5, pushed, foreground)
   still_close = np.linalg.norm(foreground - background_mean, axis=1,
-                               keepdims=True) < 0.3
+                               keepdims=True) < 0.45
   foreground = np.where(still_close, 1 - background_mean, foreground)
   _blend(image, alpha, foreground)
 
-  noise_std = rng.uniform(0, 0.08, n).astype(np.float32)[:, None, None, None]
+  noise_std = rng.uniform(0, 0.05, n).astype(np.float32)[:, None, None, None]
   image += rng.standard_normal(image.shape, dtype=np.float32) * noise_std
   image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
   return image.transpose(0, 2, 3, 1)
@@ -282,10 +285,11 @@ def make_builder_config(num_train_examples: int = 10_000,
 class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
   """10 shape/texture/arrangement classes rendered with nuisance variation."""
 
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {
       '1.0.0': 'First version (PNG).',
       '1.1.0': 'JPEG (quality 95, 4:4:4): faster to generate and read.',
+      '1.2.0': 'Larger, higher-contrast objects; gentler clutter and noise.',
   }
   BUILDER_CONFIGS = [make_builder_config()]
 
