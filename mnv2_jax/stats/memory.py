@@ -248,7 +248,7 @@ def memory_rows(width_multiplier: float = 1.0, resolution: int = 224,
   if latency_runs > 0:
     images = jax.random.uniform(jax.random.PRNGKey(1), (batch_size, resolution, resolution, 3),
                                 minval=-1, maxval=1)
-    variables = _network(width_multiplier, 1, jnp.float32, **options).init(
+    variables = jax.jit(_network(width_multiplier, 1, jnp.float32, **options).init)(
         jax.random.PRNGKey(0), images)
     for function in compiled.values():
       function(variables, images).block_until_ready()  # Warm-up.
