@@ -15,7 +15,7 @@ How XLA is made to keep one group live (measured with
   body is one computation executed T times, so its buffers are reused. A
   Python loop over static slices (or the same loop unrolled) gives XLA T
   independent sub-graphs that it schedules side by side: on CPU the 1.0@224
-  network then needs *more* temp memory at T=4 (13.0 MB) than unsplit
+  network then needs *more* temp memory at T=4 (16.2 MB) than unsplit
   (9.8 MB). `lax.optimization_barrier` between groups does not help, the
   CPU pipeline removes barriers before scheduling.
 - Every group has the same static size G = ceil(C / T); group g starts at
