@@ -20,6 +20,8 @@ the command line too.
   eval_batch_size      GLOBAL eval batch; None: batch_size.
   color_jitter         brightness (32/255) and saturation (0.5-1.5) jitter in
                        the train preprocessing.
+  min_crop_area        smallest area fraction of the random train crop (the
+                       recipe's Inception crop: 0.05).
   shuffle_buffer_size  examples in the shuffle buffer (after the file-level
                        shuffle); encoded images, so ~110 kB each on ImageNet.
   cache                keep the (still encoded) examples in memory after the
@@ -48,6 +50,7 @@ def get_data_config(**overrides) -> ml_collections.ConfigDict:
   config.batch_size = 128
   config.eval_batch_size = config_dict.placeholder(int)
   config.color_jitter = True
+  config.min_crop_area = 0.05
   config.shuffle_buffer_size = 10_000
   config.cache = False
   config.image_folder = config_dict.placeholder(str)

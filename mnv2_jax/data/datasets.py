@@ -263,6 +263,10 @@ def validate_data_config(data_config: ml_collections.ConfigDict,
         f'data.resolution={resolution!r} must be an integer >= '
         f'{MIN_RESOLUTION}; set --config.data.resolution to e.g. 96..224 '
         f'(or 32..64 on CPU).')
+  if not 0 < data_config.min_crop_area <= 1:
+    raise ValueError(
+        f'data.min_crop_area={data_config.min_crop_area!r} must be in (0, 1]; '
+        f'the recipe uses 0.05.')
   if data_config.render_resolution is not None:
     _check_positive_int('render_resolution', data_config.render_resolution)
     if data_config.render_resolution < MIN_RESOLUTION:

@@ -133,6 +133,7 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     raise ValueError(f'start_step={start_step} must be >= 0.')
   resolution = data_config.resolution
   color_jitter = data_config.color_jitter
+  min_crop_area = data_config.min_crop_area
   buffer_size = min(data_config.shuffle_buffer_size, num_examples)
 
   cached = None
@@ -156,7 +157,8 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
       example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
       return {
           'image': preprocessing.preprocess_for_train(
-              example['image'], example_seed, resolution, color_jitter),
+              example['image'], example_seed, resolution, color_jitter,
+              min_crop_area),
           'label': tf.cast(example['label'], tf.int32),
       }
 
