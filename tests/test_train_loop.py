@@ -1,0 +1,240 @@
+"""End-to-end `train_and_evaluate` on the built-in dataset and on TFDS mock data (tiny models)."""
+
+import itertools
+import json
+import math
+import os
+
+from absl import logging
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mnv2_jax import checkpoint, data, metrics, pretrained
+from mnv2_jax.train import loop
+import train_test_utils as utils
+from train_test_utils import shapes_data_dir  # noqa: F401 (fixture)
+
+TRAIN_KEYS = {'step', 'epoch', 'train_loss', 'learning_rate', 'images_per_second'}
+EVAL_KEYS = {'step', 'epoch', 'eval_loss', 'eval_top1', 'eval_top5', 'eval_ema_top1',
+             'eval_ema_top5'}
+RUN_INFO_KEYS = {'model', 'width_multiplier', 'resolution', 'expansion_ratio', 'params',
+                 'params_no_bn', 'madds', 'num_classes', 'num_devices', 'process_count',
+                 'steps_per_epoch', 'total_steps'}
+FINAL_KEYS = {'step', 'eval_top1', 'eval_top5', 'eval_ema_top1', 'eval_ema_top5',
+              'best_eval_top1', 'best_eval_ema_top1', 'wall_time_seconds', 'params', 'madds'}
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _tensorboard_tags(workdir):
+  tags = set()
+  for root, _, files in os.walk(os.path.join(workdir, metrics.TENSORBOARD_DIR)):
+    for name in files:
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+        tags.update(value.tag for value in event.summary.value)
+  return tags
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, shapes_data_dir):
+  """Four steps of the tiny model on the built-in dataset: (config, workdir, final state)."""
+  workdir = str(tmp_path_factory.mktemp('finished_run'))
+  config = utils.tiny_config(shapes_data_dir, num_steps=4)
+  state = loop.train_and_evaluate(config, workdir)
+  return config, workdir, state
+
+
+def _variables(state, num_classes=None, seed=0):
+  """Host {'params', 'batch_stats'} of a state, optionally with a new random classifier."""
+  variables = jax.tree.map(np.asarray, jax.device_get(
+      {'params': state.params, 'batch_stats': state.batch_stats}))
+  if num_classes is not None:
+    rng = np.random.default_rng(seed)
+    kernel = variables['params']['classifier']['kernel']
+    variables['params']['classifier'] = {
+        'kernel': rng.normal(0, 0.09, (kernel.shape[0], num_classes)).astype(np.float32),
+        'bias': np.zeros(num_classes, np.float32)}
+  return variables
+
+
+def test_built_in_dataset_run_writes_the_documented_workdir(finished_run):
+  config, workdir, _ = finished_run
+  assert _read_json(os.path.join(workdir, 'config.json')) == json.loads(config.to_json())
+  run_info = _read_json(os.path.join(workdir, 'run_info.json'))
+  assert set(run_info) == RUN_INFO_KEYS
+  assert run_info['num_classes'] == 10 and run_info['total_steps'] == 4
+  assert run_info['num_devices'] == jax.device_count() == 8
+  assert run_info['params'] == utils.count_params(config, 10)
+
+  lines = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  train_lines = [line for line in lines if 'train_loss' in line]
+  eval_lines = [line for line in lines if 'eval_top1' in line]
+  assert [line['step'] for line in train_lines] == [1, 2, 3, 4]  # log_every_steps=1
+  assert [line['step'] for line in eval_lines] == [2, 4]  # eval_every_steps=2
+  for line in train_lines:
+    assert TRAIN_KEYS <= set(line) and math.isfinite(line['train_loss'])
+  for line in eval_lines:
+    assert EVAL_KEYS <= set(line)
+    for key in ('eval_top1', 'eval_top5', 'eval_ema_top1', 'eval_ema_top5'):
+      assert 0 <= line[key] <= 1
+  assert all(isinstance(line['step'], int) and isinstance(line['epoch'], float) for line in lines)
+
+  final = _read_json(os.path.join(workdir, 'final_metrics.json'))
+  assert set(final) == FINAL_KEYS
+  assert final['step'] == 4 and final['eval_top1'] == eval_lines[-1]['eval_top1']
+  assert final['best_eval_top1'] == max(line['eval_top1'] for line in eval_lines)
+  assert {'train_loss', 'learning_rate', 'eval_top1', 'eval_ema_top1'} <= _tensorboard_tags(
+      workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']  # keep 2
+
+
+def test_rerunning_a_finished_run_changes_nothing(finished_run):
+  config, workdir, state = finished_run
+  before = open(os.path.join(workdir, 'metrics.jsonl')).read()
+  again = loop.train_and_evaluate(config, workdir)
+  assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
+  assert int(jax.device_get(again.step)) == 4
+  for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _mocked(function):
+  """`function` run under tfds.testing.mock_data, its iterator's first batch included.
+
+  The mock stays off while the loop writes checkpoints (orbax's asynchronous
+  writer fails under the mock's patches); the tf.data pipeline it built keeps
+  yielding mock examples afterwards.
+  """
+  def wrapper(*args, **kwargs):
+    with tfds.testing.mock_data(num_examples=48):
+      result = function(*args, **kwargs)
+      if not hasattr(result, '__next__'):
+        return result
+      first = next(result)
+    return itertools.chain([first], result)
+
+  return wrapper
+
+
+def test_tfds_mock_cifar10_trains_and_evaluates(tmp_path, monkeypatch):
+  for name in ('validate_data_config', 'get_dataset_info', 'create_train_iterator',
+               'create_eval_iterator'):
+    monkeypatch.setattr(data, name, _mocked(getattr(data, name)))
+  config = utils.tiny_config(None, num_steps=2)
+  with config.unlocked():
+    config.data.dataset = 'cifar10'
+    config.data.eval_split = 'test'
+  loop.train_and_evaluate(config, str(tmp_path))
+  final = _read_json(os.path.join(tmp_path, 'final_metrics.json'))
+  assert final['step'] == 2 and 0 <= final['eval_top1'] <= 1
+  run_info = _read_json(os.path.join(tmp_path, 'run_info.json'))
+  assert run_info['num_classes'] == 10 and run_info['steps_per_epoch'] == 48 // 16
+  evals = [line for line in metrics.read_jsonl(os.path.join(tmp_path, 'metrics.jsonl'))
+           if 'eval_top1' in line]
+  assert [line['step'] for line in evals] == [2]
+
+
+def test_nan_in_the_data_stops_within_one_step_keeping_the_last_good_checkpoint(
+    tmp_path, shapes_data_dir, monkeypatch):
+  bad_step = 4  # a checkpoint step: its state must not be saved
+  real_iterator = data.create_train_iterator
+
+  def iterator_with_nan(*args, start_step=0, **kwargs):
+    for step, batch in enumerate(real_iterator(*args, start_step=start_step, **kwargs),
+                                 start=start_step + 1):
+      if step == bad_step:
+        batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+      yield batch
+
+  monkeypatch.setattr(data, 'create_train_iterator', iterator_with_nan)
+  config = utils.tiny_config(shapes_data_dir, num_steps=8)
+  with pytest.raises(loop.NonFiniteLossError, match=f'at step {bad_step}: stopping') as error:
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert '\n' not in str(error.value) and 'step 2' in str(error.value)
+  steps = metrics.read_jsonl(os.path.join(tmp_path, 'metrics.jsonl'))
+  assert max(line['step'] for line in steps) < bad_step
+  assert not os.path.exists(os.path.join(tmp_path, 'final_metrics.json'))
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), save_every_steps=2, keep=2)
+  assert checkpointer.all_steps() == [2]
+  checkpointer.close()
+
+
+def test_bad_config_fails_before_anything_is_compiled_or_written(tmp_path, monkeypatch):
+  def no_compilation(*args, **kwargs):
+    raise AssertionError('compiled before validating the config')
+
+  monkeypatch.setattr(jax, 'jit', no_compilation)
+  monkeypatch.setattr(jax, 'pmap', no_compilation)
+  for field, value, message in [
+      ('train.parallel_strategy', 'ddp', 'config.train.parallel_strategy must be one of'),
+      ('data.dataset', 'no_such_dataset', 'no_such_dataset'),
+      ('data.batch_size', 12, '12'),  # not divisible by the 8 devices
+  ]:
+    config = utils.tiny_config(None, num_steps=2)
+    section, name = field.split('.')
+    with config.unlocked():
+      config[section][name] = value
+    with pytest.raises(ValueError, match=message):
+      loop.train_and_evaluate(config, str(tmp_path / 'run'))
+    assert not os.path.exists(tmp_path / 'run')
+
+
+def test_pretrained_weights_evaluate_like_the_run_that_trained_them(tmp_path, finished_run):
+  config, workdir, state = finished_run
+  config = config.copy_and_resolve_references()
+  pretrained.save_pretrained(tmp_path / 'pretrained', _variables(state),
+                             utils.model_config(config, 10))
+  with config.unlocked():
+    config.init_from = str(tmp_path / 'pretrained')
+    config.eval_only = True
+  loop.train_and_evaluate(config, str(tmp_path / 'eval'))
+  final = _read_json(os.path.join(tmp_path, 'eval', 'final_metrics.json'))
+  trained = _read_json(os.path.join(workdir, 'final_metrics.json'))
+  assert final['step'] == 0
+  assert final['eval_top1'] == trained['eval_top1']  # the raw weights of the run
+  assert final['eval_ema_top1'] == final['eval_top1']  # the EMA starts equal
+  assert not os.listdir(os.path.join(tmp_path, 'eval', 'checkpoints'))
+
+
+def test_pretrained_weights_of_another_width_are_refused_naming_the_field(
+    tmp_path, finished_run):
+  config, _, state = finished_run
+  config = config.copy_and_resolve_references()
+  pretrained.save_pretrained(tmp_path / 'pretrained', _variables(state),
+                             dict(utils.model_config(config, 10), width_multiplier=0.5))
+  with config.unlocked():
+    config.init_from = str(tmp_path / 'pretrained')
+  with pytest.raises(ValueError, match='width_multiplier: checkpoint has 0.5, config wants 0.35'):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_fine_tuning_with_other_classes_reinitialises_the_classifier(
+    tmp_path, finished_run, monkeypatch):
+  config, _, state = finished_run
+  config = config.copy_and_resolve_references()
+  source = _variables(state, num_classes=7)
+  pretrained.save_pretrained(tmp_path / 'pretrained', source, utils.model_config(config, 7))
+  with config.unlocked():
+    config.init_from = str(tmp_path / 'pretrained')
+    config.train.num_steps = 1
+  warnings = []
+  monkeypatch.setattr(logging, 'warning', lambda message, *args: warnings.append(message % args))
+  tuned = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert any('7 classes, the dataset 10: re-initialising the classifier' in w
+             for w in warnings), warnings
+  assert tuned.params['classifier']['kernel'].shape == (1280, 10)
+  # One TF1-RMSProp step moves a weight by at most lr * sqrt(10) (accumulator
+  # starting at 1, eps 1): every other layer still holds the loaded weights.
+  learning_rate = metrics.read_jsonl(os.path.join(tmp_path, 'run', 'metrics.jsonl'))[0][
+      'learning_rate']
+  for name in ('stem_conv', 'block_5', 'last_conv'):
+    for loaded, now in zip(jax.tree.leaves(source['params'][name]),
+                           jax.tree.leaves(jax.device_get(tuned.params[name]))):
+      assert np.max(np.abs(np.asarray(now) - loaded)) <= learning_rate * np.sqrt(10) + 1e-7
