@@ -1,0 +1,122 @@
+"""A run killed with SIGKILL after a checkpoint and restarted ends bitwise identical.
+
+Real subprocesses of `python -m mnv2_jax.main`, as a user would run them: an
+uninterrupted run, a run killed with SIGKILL (no chance to clean up) at
+whatever step it reached after its first checkpoint, and the same command
+re-run on its workdir. All saved leaves (params, BN statistics, optimizer
+state, EMA copies, step) of the final checkpoints must have the same bytes.
+
+The runs share a persistent compilation cache, so only the first one compiles
+(a cached executable computes the same bits as a fresh compile; this test
+would see it otherwise). The code and config must not change between the runs:
+a resumed run continues with the code and config of the restart.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mnv2_jax import checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_STEPS = 12
+CHECKPOINT_EVERY = 4
+TIMEOUT_SECONDS = 600
+
+
+def _command(workdir, data_dir):
+  # 64 training images in batches of 8: 8 steps per epoch, so the resumed run
+  # also crosses an epoch boundary of the data pipeline.
+  return [sys.executable, '-m', 'mnv2_jax.main',
+          '--config', 'configs/default.py:width=0.35,res=32,batch=8',
+          '--workdir', workdir,
+          f'--config.train.num_steps={NUM_STEPS}',
+          f'--config.train.checkpoint_every_steps={CHECKPOINT_EVERY}',
+          f'--config.train.eval_every_steps={NUM_STEPS}',
+          '--config.train.log_every_steps=4',
+          '--config.train.keep_checkpoints=10',
+          f'--config.data.data_dir={data_dir}',
+          '--config.data.num_train_examples=64',
+          '--config.data.num_test_examples=16',
+          '--config.data.eval_batch_size=16']
+
+
+def _environment(cache_dir):
+  env = dict(os.environ)
+  env.update(JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
+             JAX_COMPILATION_CACHE_DIR=cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  env.pop('XLA_FLAGS', None)  # one CPU device in every run
+  return env
+
+
+def _checkpoint_steps(workdir):
+  directory = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return []
+  # Unfinished saves live in '<step>.orbax-checkpoint-tmp-*' until renamed.
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def _run(command, env):
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_SECONDS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stderr
+
+
+def _run_and_kill_after_first_checkpoint(command, env):
+  """Starts a run and SIGKILLs it as soon as a first checkpoint is complete."""
+  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  workdir = command[command.index('--workdir') + 1]
+  deadline = time.time() + TIMEOUT_SECONDS
+  while time.time() < deadline and process.poll() is None:
+    if _checkpoint_steps(workdir):
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.01)
+  return process.wait(timeout=TIMEOUT_SECONDS)
+
+
+def _saved_state(workdir, step):
+  """A checkpoint's state as host arrays, keyed by path."""
+  path = os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(step), 'state')
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(path).item_metadata
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                metadata.tree)
+    tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree.leaves_with_path(tree)}
+
+
+def test_run_killed_after_a_checkpoint_and_restarted_ends_bitwise_identical(tmp_path):
+  data_dir, env = str(tmp_path / 'tfds'), _environment(str(tmp_path / 'jax_cache'))
+  uninterrupted, interrupted = str(tmp_path / 'uninterrupted'), str(tmp_path / 'interrupted')
+  _run(_command(uninterrupted, data_dir), env)
+
+  returncode = _run_and_kill_after_first_checkpoint(_command(interrupted, data_dir), env)
+  assert returncode == -signal.SIGKILL
+  killed_at = max(_checkpoint_steps(interrupted))
+  assert killed_at < NUM_STEPS
+  assert not os.path.exists(os.path.join(interrupted, 'final_metrics.json'))
+
+  log = _run(_command(interrupted, data_dir), env)
+  assert f'Resuming from step {killed_at}' in log
+  assert os.path.exists(os.path.join(interrupted, 'final_metrics.json'))
+
+  expected = _saved_state(uninterrupted, NUM_STEPS)
+  actual = _saved_state(interrupted, NUM_STEPS)
+  assert expected.keys() == actual.keys()
+  assert any('ema_batch_stats' in key for key in expected)
+  differing = [key for key in expected
+               if expected[key].dtype != actual[key].dtype
+               or expected[key].tobytes() != actual[key].tobytes()]
+  assert not differing, f'{len(differing)} of {len(expected)} leaves differ, e.g. {differing[:3]}'
