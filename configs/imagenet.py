@@ -42,6 +42,7 @@ def get_config(arg=None):
   config.model.bottleneck_activation = 'linear'
   config.model.shortcut = 'bottleneck'
   config.model.dropout_rate = 0.2
+  config.model.batch_norm_momentum = 0.997  # the official BN decay
   config.model.depthwise_impl = 'auto'
   config.model.dtype = 'float32'
 

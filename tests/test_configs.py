@@ -85,6 +85,7 @@ def test_imagenet_config_is_the_official_recipe():
   assert (optimizer.weight_decay, optimizer.label_smoothing, optimizer.ema_decay) == (
       4e-5, 0.1, 0.9999)
   assert config.model.dropout_rate == 0.2
+  assert config.model.batch_norm_momentum == 0.997  # the official BN decay
   assert config.train.num_epochs == 420 and config.train.num_steps is None
   assert not config.train.sync_batch_norm
 
@@ -113,6 +114,7 @@ BAD_VALUES = [
     ('model.expansion_ratio', 0.5), ('model.bottleneck_activation', 'relu'),
     ('model.shortcut', 'dense'), ('model.dropout_rate', 1.0),
     ('model.depthwise_impl', 'cudnn'), ('model.dtype', 'float16'),
+    ('model.batch_norm_momentum', 1.0), ('model.batch_norm_momentum', -0.1),
     ('optimizer.schedule', 'linear'), ('optimizer.momentum', 1.5),
     ('optimizer.ema_decay', 1.0), ('optimizer.base_learning_rate', -0.1),
     ('train.num_epochs', 0), ('train.num_steps', 0), ('train.eval_every_steps', 0),
@@ -121,7 +123,7 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize('field,value', BAD_VALUES, ids=[f for f, _ in BAD_VALUES])
+@pytest.mark.parametrize('field,value', BAD_VALUES, ids=[f'{f}={v}' for f, v in BAD_VALUES])
 def test_bad_config_value_raises_one_line_naming_the_field(field, value):
   config = configs_default()
   section, _, name = field.rpartition('.')

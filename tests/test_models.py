@@ -352,6 +352,7 @@ def test_mobilenet_v1_1_0_has_4_231_976_trainable_params_as_keras():
     (dict(shortcut='dense'), 'shortcut'),
     (dict(depthwise_impl='cudnn'), 'depthwise_impl'),
     (dict(num_classes=0), 'num_classes'),
+    (dict(batch_norm_momentum=1.0), 'batch_norm_momentum'),
 ])
 def test_mobilenet_v2_rejects_bad_arguments_naming_them(kwargs, argument):
   with pytest.raises(ValueError, match=argument):
@@ -373,6 +374,7 @@ def test_choice_errors_list_the_allowed_values(kwargs, allowed):
     (dict(width_multiplier=0.0), 'width_multiplier'),
     (dict(depthwise_impl='grouped'), 'depthwise_impl'),
     (dict(num_classes=-3), 'num_classes'),
+    (dict(batch_norm_momentum=-0.1), 'batch_norm_momentum'),
 ])
 def test_mobilenet_v1_rejects_bad_arguments_naming_them(kwargs, argument):
   with pytest.raises(ValueError, match=argument):
@@ -403,3 +405,25 @@ def test_images_must_be_nhwc():
   with pytest.raises(ValueError, match='NHWC'):
     jax.eval_shape(MobileNetV2(depthwise_impl='xla').init, jax.random.key(0),
                    jax.ShapeDtypeStruct((64, 64, 3), jnp.float32))
+
+
+@pytest.mark.parametrize('model_class', [MobileNetV2, MobileNetV1])
+def test_the_bn_momentum_attribute_sets_the_moving_average_update(model_class):
+  """One training step moves every BN mean from 0 by (1 - momentum) * batch mean."""
+  images = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3), minval=-1, maxval=1)
+  new_means = {}
+  for momentum in (0.997, 0.9):
+    model = model_class(num_classes=10, width_multiplier=0.35, batch_norm_momentum=momentum)
+    variables = model.init(jax.random.PRNGKey(1), images)
+    _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
+                             rngs={'dropout': jax.random.PRNGKey(2)})
+    new_means[momentum] = updates['batch_stats']['stem_bn']['mean']
+    # The parameter tree does not depend on the momentum.
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        model_class(num_classes=10, width_multiplier=0.35).init(jax.random.PRNGKey(1), images))
+  assert float(jnp.abs(new_means[0.997]).max()) > 0
+  np.testing.assert_allclose(new_means[0.9], new_means[0.997] * (0.1 / 0.003), rtol=1e-4)
+
+
+def test_the_default_bn_momentum_is_the_official_0_997():
+  assert MobileNetV2().batch_norm_momentum == MobileNetV1().batch_norm_momentum == 0.997

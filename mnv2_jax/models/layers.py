@@ -19,9 +19,14 @@ def relu6(x: jax.Array) -> jax.Array:
   return jnp.minimum(jnp.maximum(x, 0), 6)
 
 
-def batch_norm(train: bool, axis_name: Optional[str], dtype: Any, name: str) -> nn.BatchNorm:
-  """BN over the batch; `axis_name` set means statistics are averaged across devices."""
-  return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM,
+def batch_norm(train: bool, axis_name: Optional[str], dtype: Any, name: str,
+               momentum: float = BATCH_NORM_MOMENTUM) -> nn.BatchNorm:
+  """BN over the batch; `axis_name` set means statistics are averaged across devices.
+
+  `momentum` is the decay of the moving averages used at evaluation; the
+  official 0.997 needs thousands of steps, short runs need a smaller one.
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum,
                       epsilon=BATCH_NORM_EPSILON, axis_name=axis_name if train else None,
                       dtype=dtype, param_dtype=jnp.float32, name=name)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from mnv2_jax.models import architecture
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import batch_norm, conv, kernel_init, relu6
+from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, batch_norm, conv, kernel_init, relu6
 
 
 class MobileNetV1(nn.Module):
@@ -23,6 +23,7 @@ class MobileNetV1(nn.Module):
   dropout_rate: float = 0.001  # The official V1 keeps 99.9% before the logits.
   depthwise_impl: str = 'auto'
   batch_norm_axis_name: Optional[str] = None
+  batch_norm_momentum: float = BATCH_NORM_MOMENTUM
   dtype: Any = jnp.float32
 
   def __post_init__(self):
@@ -30,6 +31,9 @@ class MobileNetV1(nn.Module):
     architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
     if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
+    if not 0 <= self.batch_norm_momentum < 1:
+      raise ValueError(
+          f'batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum!r}.')
     super().__post_init__()
 
   @property
@@ -43,7 +47,8 @@ class MobileNetV1(nn.Module):
     for resolution in images.shape[1:3]:
       architecture.validate_resolution(resolution)
     spec = self.spec
-    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name)
+    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name,
+                                   self.batch_norm_momentum)
     endpoints = {}
     x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv')(images)
     x = relu6(norm('stem_bn')(x))

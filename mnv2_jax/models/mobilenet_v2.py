@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from mnv2_jax.models import architecture, memory_split
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import batch_norm, conv, kernel_init, relu6
+from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, batch_norm, conv, kernel_init, relu6
 
 
 class InvertedResidual(nn.Module):
@@ -26,12 +26,14 @@ class InvertedResidual(nn.Module):
   add_bottleneck_shortcut: bool = False
   depthwise_impl: str = 'auto'
   batch_norm_axis_name: Optional[str] = None
+  batch_norm_momentum: float = BATCH_NORM_MOMENTUM
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, inputs, train: bool, expansion_shortcut: Optional[jax.Array] = None):
     spec = self.spec
-    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name)
+    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name,
+                                   self.batch_norm_momentum)
     expanded = inputs
     if spec.has_expansion:
       expanded = conv(spec.expanded_channels, 1, 1, self.dtype, 'expand_conv')(expanded)
@@ -80,6 +82,8 @@ class MobileNetV2(nn.Module):
     depthwise_impl: 'auto' | 'xla' | 'shifted' (see `depthwise.py`).
     batch_norm_axis_name: a mapped axis over which BN statistics are averaged
       in training (synchronised BN); None keeps them per device.
+    batch_norm_momentum: decay of the BN moving averages used at evaluation
+      (official 0.997; short runs need less, e.g. 0.9).
     dtype: computation dtype (e.g. bfloat16); parameters stay float32.
     memory_split: T >= 1. With T > 1, inference evaluates every bottleneck
       block (and the stem fused with the t=1 first block) in T channel groups
@@ -95,6 +99,7 @@ class MobileNetV2(nn.Module):
   dropout_rate: float = 0.2
   depthwise_impl: str = 'auto'
   batch_norm_axis_name: Optional[str] = None
+  batch_norm_momentum: float = BATCH_NORM_MOMENTUM
   dtype: Any = jnp.float32
   memory_split: int = 1
 
@@ -110,6 +115,9 @@ class MobileNetV2(nn.Module):
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
+    if not 0 <= self.batch_norm_momentum < 1:
+      raise ValueError(
+          f'batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum!r}.')
     super().__post_init__()
 
   @property
@@ -135,7 +143,8 @@ class MobileNetV2(nn.Module):
           f'materialises the expansion tensors); use memory_split=1 for train=True or '
           f'return_endpoints=True (the variables are the same).')
     spec = self.spec
-    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name)
+    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name,
+                                   self.batch_norm_momentum)
     endpoints = {}
 
     # Initialisation takes the normal path, so the variables never depend on T.
@@ -175,6 +184,7 @@ class MobileNetV2(nn.Module):
           add_bottleneck_shortcut=self.shortcut == 'bottleneck' and block_spec.residual,
           depthwise_impl=self.depthwise_impl,
           batch_norm_axis_name=self.batch_norm_axis_name,
+          batch_norm_momentum=self.batch_norm_momentum,
           dtype=self.dtype,
           name=f'block_{i}')(x, train, expanded[source] if source is not None else None)
       endpoints[f'block_{i}/expansion'] = expanded[i]
