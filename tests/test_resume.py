@@ -12,6 +12,7 @@ would see it otherwise). The code and config must not change between the runs:
 a resumed run continues with the code and config of the restart.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -22,7 +23,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from configs import default as default_config
 from mnv2_jax import checkpoint
+from mnv2_jax.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 12
@@ -120,3 +123,25 @@ def test_run_killed_after_a_checkpoint_and_restarted_ends_bitwise_identical(tmp_
                if expected[key].dtype != actual[key].dtype
                or expected[key].tobytes() != actual[key].tobytes()]
   assert not differing, f'{len(differing)} of {len(expected)} leaves differ, e.g. {differing[:3]}'
+
+
+def test_changed_config_fields_names_changed_added_and_removed_fields():
+  previous = {'seed': 0, 'model': {'width_multiplier': 0.35, 'dropout_rate': 0.2}}
+  current = {'seed': 0, 'model': {'width_multiplier': 0.5, 'batch_norm_momentum': 0.9}}
+  assert loop.changed_config_fields(previous, current) == [
+      'model.batch_norm_momentum', 'model.dropout_rate', 'model.width_multiplier']
+  assert loop.changed_config_fields(previous, previous) == []
+
+
+def test_resuming_with_a_changed_config_warns(tmp_path, caplog):
+  config = default_config.get_config('width=0.35,res=32,batch=8')
+  (tmp_path / loop.CONFIG_FILE).write_text(config.to_json_best_effort())
+  os.makedirs(tmp_path / checkpoint.CHECKPOINT_DIR / '4')
+  with caplog.at_level(logging.WARNING):
+    loop._warn_if_config_changed(str(tmp_path), config)  # pylint: disable=protected-access
+  assert 'differs' not in caplog.text
+  config.unlock()
+  config.seed = 1
+  with caplog.at_level(logging.WARNING):
+    loop._warn_if_config_changed(str(tmp_path), config)  # pylint: disable=protected-access
+  assert 'differs from the previous run in seed' in caplog.text

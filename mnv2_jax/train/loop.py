@@ -15,7 +15,9 @@ wrapper). Workdir layout (see notes in the README):
 Re-running on the same workdir resumes from the newest readable checkpoint,
 bitwise identically on CPU: the state (incl. EMA and optimizer), the base RNG
 key (dropout keys are `fold_in(key, step)`, nothing consumed) and the data
-position (`start_step`) all come from the checkpoint.
+position (`start_step`) all come from the checkpoint. That holds for the same
+config and code only: resuming with a config that differs from the workdir's
+config.json logs a warning naming the changed fields.
 
 Every config value is checked (`validate_config`, `data.validate_data_config`,
 the pretrained model description) before anything is compiled. The training
@@ -25,6 +27,7 @@ its appearance, before any checkpoint of the broken state is written.
 """
 
 import functools
+import json
 import logging as std_logging
 import math
 import os
@@ -195,6 +198,41 @@ def _pretrained_state(directory: str, abstract_state: state_lib.TrainState,
       ema_params=jax.tree.map(np.copy, params), ema_batch_stats=jax.tree.map(np.copy, batch_stats))
 
 
+def changed_config_fields(previous: Any, current: Any, prefix: str = '') -> list[str]:
+  """Dotted names of the fields that differ between two JSON configs (added/removed too)."""
+  if not (isinstance(previous, dict) and isinstance(current, dict)):
+    return [] if previous == current else [prefix.rstrip('.') or '<config>']
+  changed = []
+  for key in sorted(set(previous) | set(current)):
+    if key not in previous or key not in current:
+      changed.append(prefix + key)
+    else:
+      changed.extend(changed_config_fields(previous[key], current[key], f'{prefix}{key}.'))
+  return changed
+
+
+def _warn_if_config_changed(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Warns when a resumed run's config differs from the one the checkpoints were trained with.
+
+  Resuming is bitwise identical to an uninterrupted run only with the same
+  config (and code): a changed field (e.g. a new BN momentum picked up from an
+  edited config file) silently changes the rest of the run.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not (_checkpoint_steps(workdir) and os.path.exists(path)):
+    return
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+  except (OSError, ValueError):
+    return
+  changed = changed_config_fields(previous, json.loads(config.to_json_best_effort()))
+  if changed:
+    logging.warning('Resuming %s with a config that differs from the previous run in %s: the '
+                    'result will differ from an uninterrupted run.', workdir,
+                    ', '.join(changed[:10]) + (' ...' if len(changed) > 10 else ''))
+
+
 def _checkpoint_steps(workdir: str) -> list[int]:
   directory = os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)
   if not os.path.isdir(directory):
@@ -310,6 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   logging.info('%d devices in %d processes; global batch %d; %d steps per epoch; %d steps.',
                dp.num_devices, process_count, global_batch, steps_per_epoch, total_steps)
   if is_primary:
+    _warn_if_config_changed(workdir, config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
