@@ -1,6 +1,6 @@
 r"""How hard is the built-in dataset? A linear probe on pixels vs a small CNN.
 
-Issue 3 asks that a linear classifier on raw pixels stays well below a small
+The dataset is meant to keep a linear classifier on raw pixels well below a small
 CNN on procedural_shapes (the classes are defined by spatial structure, with
 colour, position, scale, rotation, clutter and noise as nuisances). This
 script measures both on the same splits, read through the Data API:

@@ -5,7 +5,7 @@
 Prints, for batch-1 float32 inference, XLA's temp memory (`memory_analysis()`)
 of (a) the whole network with the group loop as implemented (`lax.fori_loop`)
 and (b) the same loop unrolled (the groups become independent sub-graphs that
-XLA may schedule side by side), and (c) the block the issue measured alone
+XLA may schedule side by side), and (c) the largest block alone
 (block 1: 112x112x16 -> 56x56x24, t=6). The latency table is
 `python -m mnv2_jax.stats --memory`.
 """
