@@ -1,5 +1,6 @@
 """End-to-end `train_and_evaluate` on the built-in dataset and on TFDS mock data (tiny models)."""
 
+import functools
 import itertools
 import json
 import math
@@ -126,6 +127,10 @@ def test_tfds_mock_cifar10_trains_and_evaluates(tmp_path, monkeypatch):
   for name in ('validate_data_config', 'get_dataset_info', 'create_train_iterator',
                'create_eval_iterator'):
     monkeypatch.setattr(data, name, _mocked(getattr(data, name)))
+  # Synchronous saves: an asynchronous write still running when the eval
+  # iterator switches the mock on again would fail under its file patches.
+  monkeypatch.setattr(checkpoint, 'Checkpointer',
+                      functools.partial(checkpoint.Checkpointer, async_save=False))
   config = utils.tiny_config(None, num_steps=2)
   with config.unlocked():
     config.data.dataset = 'cifar10'
