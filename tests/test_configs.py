@@ -145,3 +145,12 @@ def test_parse_arg_types_follow_the_defaults():
   assert (arg.width, arg.res, arg.flag) == (0.5, 48, False)
   with pytest.raises(ValueError, match='res must be an integer'):
     configs.parse_arg('res=4.5', res=224)
+
+
+def test_recipe_sections_reject_a_field_they_do_not_have():
+  from configs import recipe  # pylint: disable=g-import-not-at-top
+  assert recipe.optimizer(base_learning_rate=0.01).base_learning_rate == 0.01
+  with pytest.raises(KeyError, match='base_lr'):
+    recipe.optimizer(base_lr=0.01)
+  with pytest.raises(KeyError, match='widht'):
+    recipe.model(widht=0.5)

@@ -108,9 +108,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f'one of {list(architecture.SHORTCUTS)}', model.shortcut)
   _check(_is_number(model.dropout_rate) and 0 <= model.dropout_rate < 1, 'model.dropout_rate',
          'a number in [0, 1)', model.dropout_rate)
-  if 'batch_norm_momentum' in model:
-    _check(_is_number(model.batch_norm_momentum) and 0 <= model.batch_norm_momentum < 1,
-           'model.batch_norm_momentum', 'a number in [0, 1)', model.batch_norm_momentum)
+  _check(_is_number(model.batch_norm_momentum) and 0 <= model.batch_norm_momentum < 1,
+         'model.batch_norm_momentum', 'a number in [0, 1)', model.batch_norm_momentum)
   _check(model.depthwise_impl in DEPTHWISE_IMPLS, 'model.depthwise_impl',
          f'one of {list(DEPTHWISE_IMPLS)}', model.depthwise_impl)
   _check(model.dtype in state_lib.DTYPES, 'model.dtype', f'one of {sorted(state_lib.DTYPES)}',

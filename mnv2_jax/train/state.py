@@ -17,7 +17,6 @@ import optax
 from flax import struct
 
 from mnv2_jax import models
-from mnv2_jax.models import layers
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -78,7 +77,7 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int,
   kwargs = dict(num_classes=num_classes, width_multiplier=c.width_multiplier,
                 dropout_rate=c.dropout_rate, depthwise_impl=c.depthwise_impl,
                 dtype=DTYPES[c.dtype],
-                batch_norm_momentum=c.get('batch_norm_momentum', layers.BATCH_NORM_MOMENTUM))
+                batch_norm_momentum=c.batch_norm_momentum)
   if config.train.get('sync_batch_norm', False):
     kwargs['batch_norm_axis_name'] = batch_norm_axis_name
   if c.name == 'mobilenet_v2':
