@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from configs import recipe
 from mnv2_jax import parallel
 from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
 from tiny_training import RESOLUTION, TinyNet, random_batch, tiny_config
@@ -103,9 +104,7 @@ def test_eval_step_counts_only_unmasked_examples_over_all_devices(strategy):
 
 def test_bfloat16_model_computes_in_bfloat16_and_keeps_float32_params():
   config = tiny_config()
-  config.model = dict(name='mobilenet_v2', width_multiplier=0.35, expansion_ratio=6,
-                      bottleneck_activation='linear', shortcut='bottleneck', dropout_rate=0.2,
-                      depthwise_impl='auto', dtype='bfloat16')
+  config.model = recipe.model(name='mobilenet_v2', width_multiplier=0.35, dtype='bfloat16')
   model = state_lib.create_model(config, num_classes=10)
   tx = optimizer.create_optimizer(config, steps_per_epoch=10)
   state = jax.eval_shape(lambda: state_lib.create_train_state(jax.random.key(0), model, tx,
@@ -123,9 +122,7 @@ def test_bfloat16_model_computes_in_bfloat16_and_keeps_float32_params():
 
 def test_create_model_binds_batch_norm_to_the_device_axis_only_with_sync_batch_norm():
   config = tiny_config()
-  config.model = dict(name='mobilenet_v1', width_multiplier=0.25, expansion_ratio=6,
-                      bottleneck_activation='linear', shortcut='bottleneck', dropout_rate=0.2,
-                      depthwise_impl='auto', dtype='float32')
+  config.model = recipe.model(name='mobilenet_v1', width_multiplier=0.25)
   assert state_lib.create_model(config, 10).batch_norm_axis_name is None
   config.train.sync_batch_norm = True
   assert state_lib.create_model(config, 10).batch_norm_axis_name == parallel.BATCH_AXIS
