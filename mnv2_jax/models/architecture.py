@@ -109,6 +109,13 @@ def validate_width_multiplier(width_multiplier: float) -> None:
         f'got {width_multiplier!r}.')
 
 
+def validate_batch_norm_momentum(batch_norm_momentum: float) -> None:
+  if isinstance(batch_norm_momentum, bool) or not isinstance(
+      batch_norm_momentum, (int, float)) or not 0 <= batch_norm_momentum < 1:
+    raise ValueError(f'batch_norm_momentum must be a number in [0, 1) (official 0.997), '
+                     f'got {batch_norm_momentum!r}.')
+
+
 def validate_expansion_ratio(expansion_ratio: float) -> None:
   if isinstance(expansion_ratio, bool) or not isinstance(expansion_ratio, (int, float)) or not (
       expansion_ratio >= 1 and math.isfinite(expansion_ratio)):

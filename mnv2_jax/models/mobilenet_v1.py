@@ -31,9 +31,7 @@ class MobileNetV1(nn.Module):
     architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
     if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
-    if not 0 <= self.batch_norm_momentum < 1:
-      raise ValueError(
-          f'batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum!r}.')
+    architecture.validate_batch_norm_momentum(self.batch_norm_momentum)
     super().__post_init__()
 
   @property

@@ -115,9 +115,7 @@ class MobileNetV2(nn.Module):
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
-    if not 0 <= self.batch_norm_momentum < 1:
-      raise ValueError(
-          f'batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum!r}.')
+    architecture.validate_batch_norm_momentum(self.batch_norm_momentum)
     super().__post_init__()
 
   @property

@@ -96,7 +96,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(model.name in models.MODELS, 'model.name', f'one of {sorted(models.MODELS)}', model.name)
   # The architecture validators word their messages with the bare field name.
   for field, validator in (('width_multiplier', architecture.validate_width_multiplier),
-                           ('expansion_ratio', architecture.validate_expansion_ratio)):
+                           ('expansion_ratio', architecture.validate_expansion_ratio),
+                           ('batch_norm_momentum', architecture.validate_batch_norm_momentum)):
     try:
       validator(model[field])
     except ValueError as e:
@@ -108,8 +109,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f'one of {list(architecture.SHORTCUTS)}', model.shortcut)
   _check(_is_number(model.dropout_rate) and 0 <= model.dropout_rate < 1, 'model.dropout_rate',
          'a number in [0, 1)', model.dropout_rate)
-  _check(_is_number(model.batch_norm_momentum) and 0 <= model.batch_norm_momentum < 1,
-         'model.batch_norm_momentum', 'a number in [0, 1)', model.batch_norm_momentum)
   _check(model.depthwise_impl in DEPTHWISE_IMPLS, 'model.depthwise_impl',
          f'one of {list(DEPTHWISE_IMPLS)}', model.depthwise_impl)
   _check(model.dtype in state_lib.DTYPES, 'model.dtype', f'one of {sorted(state_lib.DTYPES)}',
