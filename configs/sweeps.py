@@ -63,12 +63,14 @@ def fig5(add: Add, *, resolutions: Sequence[int] = PAPER_RESOLUTIONS,
          widths: Sequence[float] = PAPER_WIDTHS,
          largest_width: float = PAPER_LARGEST_WIDTH,
          v1_widths: Sequence[float] = V1_WIDTHS,
+         v1_num_resolutions: int = V1_NUM_RESOLUTIONS,
          common: Overrides = None) -> None:
   """Figure 5: MobileNetV2 over widths x resolutions, plus MobileNetV1 points.
 
   `resolutions` is this scale's version of 96..224 (ascending); the V1 points
-  use its largest resolution for the width series and its four largest for
-  the resolution series, as the V1 paper's 224/192/160/128.
+  use its largest resolution for the width series and its
+  `v1_num_resolutions` largest for the resolution series of width 1.0, as the
+  V1 paper's 224/192/160/128 (1: the width series only).
   """
   common = dict(common or {})
   resolutions = sorted(resolutions)
@@ -82,7 +84,7 @@ def fig5(add: Add, *, resolutions: Sequence[int] = PAPER_RESOLUTIONS,
       _with(common, model__name='mobilenet_v2', model__width_multiplier=largest_width,
             data__resolution=top))
   v1_points = [(width, top) for width in v1_widths]
-  v1_points += [(1.0, resolution) for resolution in resolutions[-V1_NUM_RESOLUTIONS:-1][::-1]]
+  v1_points += [(1.0, resolution) for resolution in resolutions[-v1_num_resolutions:-1][::-1]]
   for width, resolution in v1_points:
     add(v1_name(width, resolution),
         _with(common, model__name='mobilenet_v1', model__width_multiplier=width,

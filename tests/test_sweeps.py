@@ -44,6 +44,14 @@ def test_fig5_scales_the_v1_points_with_the_resolution_grid():
   assert 'fig5/v2_w1.4_r64' in runs
 
 
+def test_fig5_can_keep_only_the_v1_width_series():
+  runs = runs_of(lambda add: sweeps.fig5(add, resolutions=(32, 40, 48, 56, 64),
+                                         v1_num_resolutions=1), 'fig5')
+  v1 = sorted((o['model.width_multiplier'], o['data.resolution']) for o in runs.values()
+              if o['model.name'] == 'mobilenet_v1')
+  assert v1 == [(0.25, 64), (0.5, 64), (0.75, 64), (1.0, 64)] and len(runs) == 21 + 4
+
+
 def test_expansion_sweeps_t_from_1_to_10_at_one_width_and_resolution():
   runs = runs_of(lambda add: sweeps.expansion(add, width_multiplier=0.5, resolution=48),
                  'expansion')
@@ -100,7 +108,8 @@ def test_config_files_define_the_four_sweeps_and_every_override_fits_their_confi
     sizes[sweep_name] = len(runs)
     for name, overrides in runs:
       manifest.apply_overrides(config, overrides, name)  # raises on a bad field or type
-  assert sizes == {'fig5': 28, 'expansion': 10, 'fig6a': 2, 'fig6b': 3}
+  assert sizes == {'fig5': 28 if config_file == 'configs/imagenet.py' else 25,
+                   'expansion': 10, 'fig6a': 2, 'fig6b': 3}
 
 
 def test_imagenet_sweeps_use_the_papers_resolutions_and_default_scales_them_down():
