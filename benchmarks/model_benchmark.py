@@ -16,19 +16,12 @@ The timed steps of all engines are interleaved in rounds (engine A, engine B,
 ..., then again), so that load from other processes on a shared machine hits
 them alike; the ratios are more trustworthy than the absolute figures there.
 
-Allocator: XLA:CPU allocates its buffers afresh for every execution and
-glibc returns large blocks to the kernel on free, so every step page-faults
-(and the kernel zeroes) its whole working set again. With glibc >= 2.35 the
-tunable `glibc.malloc.hugetlb=1` makes malloc use transparent huge pages:
-at 1.0@224 batch 8 it cut the faults from ~295,000 to ~5,000 per step and
-the step time 2-3x; at batch 32 the kernel time still exceeds the user time
-(measured 6.3 s sys vs 4.9 s user per step), and an allocator that keeps
-freed memory (e.g. LD_PRELOAD of jemalloc with
-MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) is the remedy. A tunable must
-be set before the process starts, so unless `--system-malloc` is given (or it
-is already set) the script re-executes itself once with GLIBC_TUNABLES
-extended. It applies to PyTorch in the same process alike; the report records
-whether it was active.
+Allocator: XLA:CPU allocates its buffers afresh for every execution, and with
+glibc's malloc every step page-faults its working set again. Unless
+`--system-malloc` is given, the script restarts itself once as the training
+entry point does (`mnv2_jax/allocator.py`): with jemalloc preloaded when the
+system has it, else with glibc's huge-page tunable. It applies to PyTorch in
+the same process alike; the report records which allocator was active.
 
 Examples:
   python benchmarks/model_benchmark.py --width 1.0 --resolution 224 --batch 32 \
@@ -45,8 +38,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-HUGETLB_TUNABLE = 'glibc.malloc.hugetlb=1'
-_REEXEC_MARKER = 'MNV2_BENCHMARK_REEXECUTED'
+from mnv2_jax import allocator
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,7 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--torch-threads', type=int, default=None,
                       help='torch.set_num_threads (default: PyTorch\'s own choice)')
   parser.add_argument('--system-malloc', action='store_true',
-                      help=f'do not re-execute with GLIBC_TUNABLES={HUGETLB_TUNABLE}')
+                      help='do not restart with jemalloc or glibc huge pages (the allocator '
+                           'the process was started with is kept)')
   parser.add_argument('--json', action='store_true', help='print the results as JSON')
   args = parser.parse_args(argv)
   impls = [impl.strip() for impl in args.depthwise_impl.split(',') if impl.strip()]
@@ -101,22 +94,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.torch and args.model != 'mobilenet_v2':
     parser.error('--torch compares MobileNetV2 only; drop --torch or use --model mobilenet_v2.')
   return args
-
-
-def hugetlb_malloc_active() -> bool:
-  return HUGETLB_TUNABLE in os.environ.get('GLIBC_TUNABLES', '')
-
-
-def maybe_reexecute_with_hugetlb_malloc(args: argparse.Namespace) -> None:
-  """Restarts this script once with glibc's huge-page malloc (see the module docstring)."""
-  if (args.system_malloc or hugetlb_malloc_active() or os.environ.get(_REEXEC_MARKER)
-      or not sys.platform.startswith('linux')):
-    return
-  env = dict(os.environ)
-  env['GLIBC_TUNABLES'] = ':'.join(filter(None, [env.get('GLIBC_TUNABLES'), HUGETLB_TUNABLE]))
-  env[_REEXEC_MARKER] = '1'
-  sys.stdout.flush()
-  os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
 # ----------------------------------------------------------------------------- JAX
@@ -399,7 +376,7 @@ def run(args: argparse.Namespace) -> dict:
       },
       'environment': {
           'jax': jax.__version__, 'backend': jax.default_backend(),
-          'cpu_count': os.cpu_count(), 'hugetlb_malloc': hugetlb_malloc_active(),
+          'cpu_count': os.cpu_count(), 'allocator': allocator.active_allocator(),
           'torch': getattr(import_torch(), '__version__', None) if args.torch else None,
           'torch_threads': (import_torch().get_num_threads()
                             if args.torch and import_torch() is not None else None),
@@ -416,7 +393,7 @@ def format_table(report: dict) -> str:
       f"@{config['resolution']} {config['dtype']}, training batch {config['batch']}, "
       f"{config['timed_steps_per_engine']} timed steps per engine (interleaved); "
       f"jax {env['jax']} on {env['backend']} ({env['cpu_count']} CPUs), "
-      f"hugetlb malloc {'on' if env['hugetlb_malloc'] else 'off'}"
+      f"allocator {env['allocator']}"
       + (f", torch {env['torch']} ({env['torch_threads']} threads)" if env['torch'] else ''),
       f"{'engine':<20} {'compile s':>9} {'step s':>8} {'min s':>7} {'max s':>7} "
       f"{'img/s':>7} {'vs torch':>8} {'cpu s':>7} {'img/cpu-s':>9} {'vs torch':>8} {'b1 ms':>8}",
@@ -440,7 +417,8 @@ def format_table(report: dict) -> str:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  maybe_reexecute_with_hugetlb_malloc(args)
+  if not args.system_malloc:
+    allocator.reexecute_with_fast_allocator()
   report = run(args)
   print(json.dumps(report, indent=2) if args.json else format_table(report))
 

@@ -1,14 +1,23 @@
 """Trains and evaluates MobileNetV2: `python -m mnv2_jax.main --config configs/default.py --workdir DIR`.
 
 Re-running the same command on the same workdir resumes from its latest checkpoint.
+The command restarts itself once with a faster memory allocator (see
+`mnv2_jax/allocator.py`; MNV2_SYSTEM_MALLOC=1 turns that off).
 """
 
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from mnv2_jax import allocator
 
-from mnv2_jax import checkpoint, train
+if __name__ == '__main__':
+  # Before the imports of JAX and TensorFlow below, which the restart would repeat.
+  allocator.reexecute_with_fast_allocator()
+
+# pylint: disable=wrong-import-position
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mnv2_jax import checkpoint, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')

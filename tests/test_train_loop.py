@@ -22,6 +22,7 @@ TRAIN_KEYS = {'step', 'epoch', 'train_loss', 'learning_rate', 'images_per_second
 EVAL_KEYS = {'step', 'epoch', 'eval_loss', 'eval_top1', 'eval_top5', 'eval_ema_top1',
              'eval_ema_top5'}
 RUN_INFO_KEYS = {'model', 'width_multiplier', 'resolution', 'expansion_ratio', 'params',
+                 'host_allocator',
                  'params_no_bn', 'madds', 'num_classes', 'num_devices', 'process_count',
                  'steps_per_epoch', 'total_steps'}
 FINAL_KEYS = {'step', 'eval_top1', 'eval_top5', 'eval_ema_top1', 'eval_ema_top5',

@@ -42,6 +42,7 @@ import numpy as np
 from flax import traverse_util
 import tqdm
 
+from mnv2_jax import allocator
 from mnv2_jax import checkpoint as checkpoint_lib
 from mnv2_jax import data
 from mnv2_jax import metrics as metrics_lib
@@ -360,6 +361,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         'madds': counts['madds'],
         'num_classes': num_classes,
         'num_devices': dp.num_devices,
+        'host_allocator': allocator.active_allocator(),
         'process_count': process_count,
         'steps_per_epoch': steps_per_epoch,
         'total_steps': total_steps,
