@@ -100,10 +100,6 @@ CPU_ABLATION_WIDTH, CPU_ABLATION_RESOLUTION = 0.35, 48
 CPU_FIG5 = {'data.batch_size': 32, 'train.num_steps': 800, 'train.eval_every_steps': 200,
             'train.checkpoint_every_steps': 400, 'optimizer.base_learning_rate': 0.00075}
 CPU_FIG5_V1_RESOLUTIONS = 1
-# results/cpu/ holds this expansion sweep as run at commit f475908 (base lr
-# 0.0015, then the default; 1x1 convolutions through nn.Conv), before the
-# default lr was found to sit at the edge of stalling: re-run it for results
-# that match this definition.
 # The expansion study: 10 runs of the default budget (~3-5 min each).
 CPU_EXPANSION = {'data.batch_size': 64, 'train.num_steps': 800, 'train.eval_every_steps': 200,
                  'train.checkpoint_every_steps': 400}
