@@ -13,8 +13,9 @@ prints the JAX/PyTorch throughput ratio. PyTorch is optional: without it that
 part is skipped with a message.
 
 The timed steps of all engines are interleaved in rounds (engine A, engine B,
-..., then again), so that load from other processes on a shared machine hits
-them alike; the ratios are more trustworthy than the absolute figures there.
+..., then again). Load from other processes does not hit them alike, though:
+PyTorch's OpenMP threads lose far more than XLA's thread pool when another
+process takes a core (benchmarks/README.md), so compare on an idle machine.
 
 Allocator: XLA:CPU allocates its buffers afresh for every execution, and with
 glibc's malloc every step page-faults its working set again. Unless
