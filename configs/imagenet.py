@@ -6,7 +6,7 @@ r"""MobileNetV2 on ImageNet with the paper's recipe, at any width and resolution
 Expects imagenet2012 prepared by TFDS (manual download into
 `config.data.data_dir` or ~/tensorflow_datasets/downloads/manual). With the
 full schedule it should reach the released checkpoints' top-1
-(shared/reference/mobilenet_v2_checkpoints.csv): 71.8% for 1.0@224, 75.0% for
+(mnv2_jax/reference/mobilenet_v2_checkpoints.csv): 71.8% for 1.0@224, 75.0% for
 1.4@224, 60.3% for 0.35@224, 45.5% for 0.35@96 (EMA weights; the paper's
 Table 4 rounds 1.0@224 to 72.0%).
 

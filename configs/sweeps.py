@@ -27,7 +27,7 @@ Add = Callable[[str, Overrides], None]
 PAPER_WIDTHS = (0.35, 0.5, 0.75, 1.0)
 PAPER_RESOLUTIONS = (96, 128, 160, 192, 224)
 PAPER_LARGEST_WIDTH = 1.4  # only at the largest resolution
-# MobileNetV1 (Howard et al. 2017, Tables 6 and 7; shared/reference/mobilenet_v1.csv):
+# MobileNetV1 (Howard et al. 2017, Tables 6 and 7; mnv2_jax/reference/mobilenet_v1.csv):
 # widths at the largest resolution, and width 1.0 at the four largest resolutions.
 V1_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 V1_NUM_RESOLUTIONS = 4

@@ -7,7 +7,7 @@ Makes every figure the workroot has data for, as PNG and PDF in --out
   figure5    sweep 'fig5': top-1 vs multiply-adds (log x), one line per input
              resolution and one per width multiplier, MobileNetV1 points, and
              the released checkpoints' ImageNet numbers
-             (shared/reference/mobilenet_v2_checkpoints.csv) as a reference:
+             (package data, mnv2_jax/reference/mobilenet_v2_checkpoints.csv) as a reference:
              overlaid when the runs are on ImageNet, in a side panel otherwise
              (a different dataset and scale share neither axis).
   figure6a   sweep 'fig6a': top-1 vs training step, linear vs ReLU6 bottleneck.
@@ -20,7 +20,6 @@ Unfinished runs are drawn from their last eval, with hollow markers.
 """
 
 import argparse
-import csv
 import pathlib
 import sys
 from typing import Any, Optional, Sequence
@@ -33,9 +32,9 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from experiments import collect  # noqa: E402
+from mnv2_jax import reference as reference_tables  # noqa: E402
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO_ROOT.parent / 'shared' / 'reference'
+REFERENCE_DIR = reference_tables.DATA_DIR
 METRICS = ('final_ema_top1', 'final_top1', 'best_ema_top1', 'best_top1')
 FIGURE_FORMATS = ('png', 'pdf')
 
@@ -89,23 +88,23 @@ def _describe_scale(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def read_reference(reference_dir: pathlib.Path = REFERENCE_DIR) -> dict[str, list[dict]]:
-  """The released V2 checkpoints of Figure 5 and the V1 paper's points, as rows."""
-  reference = {'mobilenet_v2': [], 'mobilenet_v1': []}
-  for model, file in (('mobilenet_v2', 'mobilenet_v2_checkpoints.csv'),
-                      ('mobilenet_v1', 'mobilenet_v1.csv')):
-    path = reference_dir / file
-    if not path.exists():
-      continue
-    with open(path) as f:
-      for record in csv.DictReader(f):
-        width = float(record['multiplier'])
-        if model == 'mobilenet_v2' and width not in PAPER_FIGURE5_WIDTHS:
-          continue
-        reference[model].append({
-            'model': model, 'width_multiplier': width, 'resolution': int(record['resolution']),
-            'madds': float(record['macs_millions']) * 1e6, 'value': float(record['top1']),
-            'status': 'finished'})
-  return reference
+  """The released V2 checkpoints of Figure 5 and the V1 paper's points, as rows.
+
+  Raises reference_tables.ReferenceDataError, naming the file, when a table
+  cannot be read: Figure 5 is never drawn without its reference.
+  """
+  def point(model: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {'model': model, 'width_multiplier': row['multiplier'],
+            'resolution': row['resolution'], 'madds': row['macs_millions'] * 1e6,
+            'value': row['top1'], 'status': 'finished'}
+
+  return {
+      'mobilenet_v2': [point('mobilenet_v2', row)
+                       for row in reference_tables.checkpoints(reference_dir)
+                       if row['multiplier'] in PAPER_FIGURE5_WIDTHS],
+      'mobilenet_v1': [point('mobilenet_v1', row)
+                       for row in reference_tables.mobilenet_v1(reference_dir)],
+  }
 
 
 def _draw_figure5(ax, v2_points, v1_points, *, reference: bool = False) -> None:
@@ -181,8 +180,6 @@ def plot_figure5(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1',
   if reference == 'auto':
     reference = 'overlay' if datasets == {'imagenet2012'} else 'panel'
   reference_rows = read_reference(reference_dir) if reference != 'none' else None
-  if reference_rows is not None and not reference_rows['mobilenet_v2']:
-    reference = 'none'  # reference files not found next to the repository
   panel = reference == 'panel'
   figure = Figure(figsize=(15 if panel else 8.5, 6.5), layout='constrained')
   axes = figure.subplots(1, 2) if panel else [figure.subplots()]

@@ -1,57 +1,39 @@
 """The analytic accounting reproduces the published tables and the real network.
 
-Published numbers come from ../shared/reference (beside the repository); the
-real network is checked without compiling: `jax.eval_shape` for the parameter
+Published numbers come from the package's reference tables (mnv2_jax.reference);
+the real network is checked without compiling: `jax.eval_shape` for the parameter
 tree and `jax.make_jaxpr` for the multiply-adds of the traced program.
 """
 
-import csv
 import functools
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from mnv2_jax import stats
+from mnv2_jax import reference, stats
 from mnv2_jax.models import MODELS
 from mnv2_jax.stats.__main__ import main as stats_main
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'reference'
-
-
-def read_reference_csv(name: str) -> list[dict]:
-  path = REFERENCE_DIR / name
-  if not path.is_file():
-    pytest.fail(f'{path} is missing: the shared/ folder with the reference tables must lie '
-                f'beside the repository checkout.')
-  with open(path, newline='') as f:
-    return list(csv.DictReader(f))
-
-
-RELEASED_CHECKPOINTS = read_reference_csv('mobilenet_v2_checkpoints.csv')
-MOBILENET_V1_TABLE = read_reference_csv('mobilenet_v1.csv')
+RELEASED_CHECKPOINTS = reference.checkpoints()
+MOBILENET_V1_TABLE = reference.mobilenet_v1()
 
 
 # --- MobileNetV2: the official table of released checkpoints ------------------
-
-
-def test_reference_table_lists_the_22_released_checkpoints():
-  assert len(RELEASED_CHECKPOINTS) == 22
 
 
 @pytest.mark.parametrize(
     'row', RELEASED_CHECKPOINTS, ids=lambda r: f'{r["multiplier"]}@{r["resolution"]}')
 def test_counts_reproduce_the_released_checkpoint_table(row):
   # The official README counts 1001 classes, no BN parameters and floors the MACs.
-  counts = stats.count_model('mobilenet_v2', float(row['multiplier']), int(row['resolution']),
+  counts = stats.count_model('mobilenet_v2', row['multiplier'], row['resolution'],
                              num_classes=1001)
-  assert round(counts['params_no_bn'] / 1e6, 2) == float(row['params_millions'])
-  assert math.floor(counts['madds'] / 1e6) == int(row['macs_millions'])
+  assert round(counts['params_no_bn'] / 1e6, 2) == row['params_millions']
+  assert math.floor(counts['madds'] / 1e6) == row['macs_millions']
 
 
 def test_width_1_0_at_224_has_300_million_madds_and_3_47_million_weights():
@@ -104,12 +86,12 @@ def test_mobilenet_v1_counts_reproduce_the_v1_paper(row):
   multiplier reduces the cost by rho^2"), then rounded: at 160 the exact count is
   290.68M but the paper prints 290 = round(568.74 * (160/224)^2).
   """
-  width, resolution = float(row['multiplier']), int(row['resolution'])
+  width, resolution = row['multiplier'], row['resolution']
   counts = stats.count_model('mobilenet_v1', width, resolution, num_classes=1000)
   at_224 = stats.count_model('mobilenet_v1', width, 224, num_classes=1000)
-  assert round(counts['params_no_bn'] / 1e6, 1) == float(row['params_millions'])
-  assert round(at_224['madds'] * (resolution / 224)**2 / 1e6) == int(row['macs_millions'])
-  assert abs(counts['madds'] / 1e6 - int(row['macs_millions'])) < 1
+  assert round(counts['params_no_bn'] / 1e6, 1) == row['params_millions']
+  assert round(at_224['madds'] * (resolution / 224)**2 / 1e6) == row['macs_millions']
+  assert abs(counts['madds'] / 1e6 - row['macs_millions']) < 1
 
 
 def test_mobilenet_v1_1_0_at_224_has_569_million_madds_and_keras_param_count():

@@ -1,15 +1,14 @@
 """The sweep definitions: configs/sweeps.py and the SWEEPS of both config files."""
 
-import csv
 import pathlib
 
 import pytest
 
 from configs import sweeps
 from launch import manifest
+from mnv2_jax import reference
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-V1_REFERENCE = REPO_ROOT.parent / 'shared' / 'reference' / 'mobilenet_v1.csv'
 CONFIG_FILES = ('configs/default.py', 'configs/imagenet.py')
 SWEEP_NAMES = {'fig5', 'expansion', 'fig6a', 'fig6b'}
 
@@ -27,8 +26,7 @@ def test_fig5_has_the_papers_21_v2_runs_and_the_v1_papers_7_points():
   assert len(v2) == 21
   v1 = {(o['model.width_multiplier'], o['data.resolution']) for o in runs.values()
         if o['model.name'] == 'mobilenet_v1'}
-  with open(V1_REFERENCE) as f:
-    assert v1 == {(float(row['multiplier']), int(row['resolution'])) for row in csv.DictReader(f)}
+  assert v1 == {(row['multiplier'], row['resolution']) for row in reference.mobilenet_v1()}
   assert 'fig5/v2_w0.35_r96' in runs and 'fig5/v2_w1.4_r224' in runs
   assert 'fig5/v1_w0.25_r224' in runs and 'fig5/v1_w1.0_r128' in runs
   assert all(o['model.dropout_rate'] == sweeps.V1_DROPOUT_RATE for n, o in runs.items()
