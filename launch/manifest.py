@@ -8,6 +8,10 @@ workdir WORKROOT/<sweep>/<run> and its command:
 
   python -m mnv2_jax.main --config CONFIG --workdir WORKDIR --config.a.b=value ...
 
+With seeds (`launch.sweep --seeds 0,1,2`) every run becomes one run per seed,
+'<sweep>/<run>/seed<k>' in WORKROOT/<sweep>/<run>/seed<k> with --config.seed=k;
+each is a run of its own (finished, resumed or failed on its own).
+
 The manifest (WORKROOT/<sweep>/manifest.json) holds, per run: name,
 overrides, workdir, command, and the launcher's bookkeeping: status
 ('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted'),
@@ -34,6 +38,7 @@ MANIFEST_FILE = 'manifest.json'
 FINAL_METRICS_FILE = 'final_metrics.json'
 LOG_FILE = 'launch.log'
 STATUSES = ('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted')
+SEED_DIR_PREFIX = 'seed'  # a seeded run's workdir is <run>/seed<k>
 
 
 def now() -> str:
@@ -128,6 +133,32 @@ def parse_set(items: Sequence[str]) -> dict[str, str]:
   return overrides
 
 
+def parse_seeds(text: str) -> list[int]:
+  """--seeds 0,1,2 -> [0, 1, 2]: distinct non-negative integers, in the order given."""
+  try:
+    seeds = [int(part) for part in text.split(',')]
+  except ValueError:
+    seeds = []
+  if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+    raise ValueError(f'--seeds {text!r} must be distinct non-negative integers separated by '
+                     'commas, e.g. --seeds 0,1,2.')
+  return seeds
+
+
+def with_seeds(runs: Sequence[tuple[str, dict[str, Any]]],
+               seeds: Sequence[int]) -> list[tuple[str, dict[str, Any]]]:
+  """Each run once per seed: ('<name>/seed<k>', overrides + {'seed': k}); no seeds: `runs`.
+
+  Seed-major order (every run at the first seed, then at the next): a sweep
+  stopped part-way has whole sweeps at its first seeds rather than a few runs
+  at every seed.
+  """
+  if not seeds:
+    return list(runs)
+  return [(f'{name}/{SEED_DIR_PREFIX}{seed}', {**overrides, 'seed': seed})
+          for seed in seeds for name, overrides in runs]
+
+
 def _typed(config, key: str, text: str) -> Any:
   """Parses a --set string with the type of the config field it overrides.
 
@@ -198,13 +229,17 @@ def _varied_fields(overrides_of_runs: Sequence[Mapping[str, Any]]) -> set[str]:
 
 def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
                    python: str = sys.executable, extra_overrides: Sequence[str] = (),
-                   only: Sequence[str] = (), repo_dir: pathlib.Path = REPO_ROOT) -> dict:
+                   only: Sequence[str] = (), seeds: Sequence[int] = (),
+                   repo_dir: pathlib.Path = REPO_ROOT) -> dict:
   """Expands `sweep` of config file `config` into a manifest dict (nothing is written).
 
   extra_overrides: 'field=value' strings applied to every run (e.g. shorter
     runs); they replace the sweep's value of a field that is the same in all
     its runs, and a field the sweep varies is refused, since run names would lie.
-  only: fnmatch patterns on run names ('fig5/v2_w0.35_*'); empty keeps all.
+  only: fnmatch patterns on run names ('fig5/v2_w0.35_*', 'fig6a/*/seed1');
+    empty keeps all.
+  seeds: one run per seed and run, '<run>/seed<k>' with config.seed = k (see
+    `with_seeds`); empty keeps the runs as the sweep defines them.
   """
   config_path, arg = split_config_arg(config)
   module = load_config_module(config_path)
@@ -225,8 +260,12 @@ def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
   if conflicts:
     raise ValueError(f'--set {conflicts} conflicts with sweep {sweep!r}, which varies it '
                      'between runs (run names would lie); drop it from --set.')
+  if seeds and 'seed' in extra:
+    raise ValueError('--set seed=... conflicts with --seeds; give the seeds with --seeds only.')
+  if seeds and any('seed' in overrides for _, overrides in expanded):
+    raise ValueError(f'--seeds conflicts with sweep {sweep!r}, which sets config.seed itself.')
   runs = []
-  for name, overrides in expanded:
+  for name, overrides in with_seeds(expanded, seeds):
     if only and not any(fnmatch.fnmatchcase(name, pattern) for pattern in only):
       continue
     overrides = {**overrides, **extra}

@@ -1,12 +1,18 @@
 r"""Launches a sweep defined in a config file's SWEEPS dict.
 
   python -m launch.sweep --config configs/default.py --sweep fig5 \
-      --workroot sweeps/cpu --backend local [--parallel N] [--dry-run]
+      --workroot sweeps/cpu --backend local [--seeds 0,1,2] [--parallel N] [--dry-run]
 
 Each run trains in WORKROOT/<sweep>/<run> with
 `python -m mnv2_jax.main --config CONFIG --workdir WORKDIR --config.a.b=value ...`,
 and WORKROOT/<sweep>/manifest.json lists the runs (name, overrides, workdir,
 command, status) before any starts.
+
+--seeds 0,1,2 repeats every run once per seed, in WORKROOT/<sweep>/<run>/seed<k>
+with --config.seed=k: every seed is a run of its own for every backend
+(finished seeds are skipped, a failed seed does not stop the others). The
+runs go seed by seed, so a sweep stopped part-way has whole sweeps at its
+first seeds. Without --seeds the runs use the config's seed.
 
 Backends:
   local  runs them here, --parallel at a time; run the same command again to
@@ -19,8 +25,9 @@ Backends:
 --dry-run writes nothing and starts nothing: it prints the manifest (local),
 the sbatch script (slurm) or the gcloud commands (tpu).
 
-Then: `python -m experiments.collect --workroot WORKROOT` and
-`python -m experiments.figures --workroot WORKROOT`.
+Then: `python -m experiments.collect --workroot WORKROOT` (per-run and
+per-configuration CSVs), `python -m experiments.figures --workroot WORKROOT`
+and `python -m experiments.claims --workroot WORKROOT --out CLAIMS.md`.
 """
 
 import argparse
@@ -53,9 +60,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help='print the manifest / sbatch script / gcloud commands; start nothing')
   parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                       help='override for every run, e.g. --set train.num_steps=100 (repeatable)')
+  parser.add_argument('--seeds', metavar='K,K,...',
+                      help='run every run once per seed, in <run>/seed<k> with '
+                      'config.seed=k, e.g. --seeds 0,1,2')
   parser.add_argument('--only', action='append', default=[], metavar='PATTERN',
-                      help="run only names matching this glob, e.g. 'fig5/v2_w0.35_*' "
-                      '(repeatable)')
+                      help="run only names matching this glob, e.g. 'fig5/v2_w0.35_*' or "
+                      "'fig5/*/seed0' (repeatable)")
   parser.add_argument('--python', default=None,
                       help='interpreter in the commands (default: this one for local, '
                       'python3 for slurm/tpu)')
@@ -87,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     if args.parallel < 1:
       raise ValueError(f'--parallel must be >= 1, got {args.parallel}.')
+    seeds = manifest_lib.parse_seeds(args.seeds) if args.seeds is not None else []
     # Backend options are checked before the config is loaded, which is slower.
     slurm_options = tpu_options = None
     if args.backend == 'slurm':
@@ -100,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    project=args.project, repo_dir=args.tpu_repo_dir)
     manifest = manifest_lib.build_manifest(
         args.config, args.sweep, args.workroot, args.backend, python=python,
-        extra_overrides=args.set, only=args.only)
+        extra_overrides=args.set, only=args.only, seeds=seeds)
     if args.backend == 'local':
       if args.dry_run:
         print(json.dumps(manifest, indent=2))

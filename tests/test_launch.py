@@ -59,6 +59,62 @@ def test_local_dry_run_prints_the_manifest_and_writes_nothing(tmp_path, capsys):
   assert {r['status'] for r in manifest['runs']} == {'pending'}
 
 
+def test_seeds_make_one_run_per_seed_with_its_own_workdir_and_seed(tmp_path, capsys):
+  workroot = tmp_path / 'runs'
+  code, out = run_sweep(capsys, '--config', DEFAULT_CONFIG, '--sweep', 'fig6a',
+                        '--workroot', str(workroot), '--dry-run', '--seeds', '0,1,2')
+  assert code == 0
+  runs = json.loads(out.out)['runs']
+  assert not workroot.exists()
+  # Seed by seed: the whole sweep at seed 0 comes first.
+  assert [run['name'] for run in runs] == [
+      f'fig6a/{variant}/seed{seed}' for seed in (0, 1, 2)
+      for variant in ('linear_bottleneck', 'relu6_bottleneck')]
+  for run in runs:
+    seed = int(run['name'][-1])
+    assert run['workdir'] == str(workroot / 'fig6a' / run['name'].split('/')[1] / f'seed{seed}')
+    assert run['overrides']['seed'] == seed
+    argv = shlex.split(run['command'])
+    assert argv[argv.index('--workdir') + 1] == run['workdir']
+    assert f'--config.seed={seed}' in argv
+  assert {run['status'] for run in runs} == {'pending'}
+  # --only picks seeds by name as well.
+  code, out = run_sweep(capsys, '--config', DEFAULT_CONFIG, '--sweep', 'fig6a',
+                        '--workroot', str(workroot), '--dry-run', '--seeds', '0,1,2',
+                        '--only', '*/seed1')
+  assert [run['name'] for run in json.loads(out.out)['runs']] == [
+      'fig6a/linear_bottleneck/seed1', 'fig6a/relu6_bottleneck/seed1']
+
+
+def test_without_seeds_the_runs_keep_their_names_and_the_configs_seed(tmp_path, capsys):
+  code, out = run_sweep(capsys, '--config', DEFAULT_CONFIG, '--sweep', 'fig6a',
+                        '--workroot', str(tmp_path), '--dry-run')
+  assert code == 0
+  runs = json.loads(out.out)['runs']
+  assert [run['name'] for run in runs] == ['fig6a/linear_bottleneck', 'fig6a/relu6_bottleneck']
+  assert not any('seed' in run['overrides'] or '--config.seed' in run['command'] for run in runs)
+
+
+def test_seeds_reach_the_slurm_array_and_the_tpu_commands(tmp_path, capsys):
+  code, out = run_sweep(capsys, '--config', IMAGENET_CONFIG, '--sweep', 'fig6b',
+                        '--workroot', str(tmp_path), '--backend', 'slurm', '--dry-run',
+                        '--seeds', '3,4')
+  assert code == 0
+  assert '#SBATCH --array=0-5\n' in out.out
+  assert '  0)  # fig6b/shortcut_bottleneck/seed3\n' in out.out
+  assert '  5)  # fig6b/no_shortcut/seed4\n' in out.out
+  assert f'WORKDIR={tmp_path}/fig6b/no_shortcut/seed4' in out.out
+  assert out.out.count('--config.seed=3') == 3 and out.out.count('--config.seed=4') == 3
+  code, out = run_sweep(capsys, '--config', IMAGENET_CONFIG, '--sweep', 'fig6b',
+                        '--workroot', 'gs://bucket/mnv2', '--backend', 'tpu', '--dry-run',
+                        '--tpu-name', 'v4-32', '--zone', 'us-central2-b', '--seeds', '3,4')
+  assert code == 0
+  lines = out.out.strip().splitlines()
+  assert len(lines) == 6
+  assert '--workdir gs://bucket/mnv2/fig6b/shortcut_expansion/seed4' in lines[4]
+  assert '--config.seed=4' in lines[4]
+
+
 def test_slurm_dry_run_prints_one_array_task_per_run_with_gpus(tmp_path, capsys):
   code, out = run_sweep(capsys, '--config', IMAGENET_CONFIG + ':replicas=8', '--sweep', 'fig5',
                         '--workroot', str(tmp_path), '--backend', 'slurm', '--dry-run',
@@ -120,6 +176,10 @@ def test_tpu_dry_run_prints_one_gcloud_command_per_run_with_jax_distributed(tmp_
     (['--sweep', 'fig5', '--only', 'fig6*'], 'matches no run'),
     (['--sweep', 'fig5', '--backend', 'tpu'], 'needs --tpu-name and --zone'),
     (['--sweep', 'fig5', '--parallel', '0'], '--parallel must be >= 1'),
+    (['--sweep', 'fig5', '--seeds', 'a,b'], "--seeds 'a,b' must be distinct non-negative"),
+    (['--sweep', 'fig5', '--seeds', '0,1,0'], "--seeds '0,1,0' must be distinct"),
+    (['--sweep', 'fig5', '--seeds', '-1'], "--seeds '-1' must be distinct non-negative"),
+    (['--sweep', 'fig5', '--seeds', '0,1', '--set', 'seed=3'], 'conflicts with --seeds'),
 ])
 def test_bad_arguments_fail_with_one_clear_line(tmp_path, capsys, args, message):
   code, out = run_sweep(capsys, '--config', DEFAULT_CONFIG, '--workroot', str(tmp_path), *args)
@@ -259,6 +319,36 @@ def test_ctrl_c_stops_runs_with_sigterm_so_they_save_and_the_next_launch_resumes
   assert [run['status'] for run in manifest_lib.read_manifest(manifest_file)['runs']] == [
       'finished'] * 3
   assert 'resumed' in (workdirs[0] / 'launch.log').read_text()
+
+
+def test_a_partly_finished_seed_set_skips_finished_seeds_and_resumes_the_rest(tmp_path):
+  # Seed 0 finished, seed 1 stopped with a checkpoint, seed 2 never started;
+  # the stand-in for mnv2_jax.main says whether it resumed.
+  fake_main = tmp_path / 'fake_main.py'
+  fake_main.write_text(FAKE_MAIN)
+  workroot = tmp_path / 'runs'
+  manifest = manifest_lib.build_manifest(DEFAULT_CONFIG, 'fig6a', str(workroot), 'local',
+                                         seeds=[0, 1, 2], only=['fig6a/linear_bottleneck/*'])
+  seed_dirs = [workroot / 'fig6a' / 'linear_bottleneck' / f'seed{seed}' for seed in range(3)]
+  seed_dirs[0].mkdir(parents=True)
+  (seed_dirs[0] / 'final_metrics.json').write_text('{"step": 1}')
+  seed_dirs[1].mkdir(parents=True)
+  (seed_dirs[1] / 'state.json').write_text('{"saved": true}')
+  for run in manifest['runs']:
+    run['command'] = shlex.join([
+        sys.executable, str(fake_main), '--workdir', run['workdir'],
+        '--hold', str(tmp_path / 'no_hold'), f'--config.seed={run["overrides"]["seed"]}'])
+  echoed = []
+  assert local.LocalRunner(manifest, echo=echoed.append).run() == 0
+  assert 'sweep fig6a: 3 runs, 1 already finished, 2 to run, 1 at a time' in echoed
+  assert not (seed_dirs[0] / 'launch.log').exists()  # not started again
+  assert 'resumed' in (seed_dirs[1] / 'launch.log').read_text()
+  assert '--config.seed=1' in (seed_dirs[1] / 'launch.log').read_text()
+  assert 'resumed' not in (seed_dirs[2] / 'launch.log').read_text()
+  assert '--config.seed=2' in (seed_dirs[2] / 'launch.log').read_text()
+  written = manifest_lib.read_manifest(workroot / 'fig6a' / 'manifest.json')
+  assert [(run['name'], run['status']) for run in written['runs']] == [
+      (f'fig6a/linear_bottleneck/seed{seed}', 'finished') for seed in range(3)]
 
 
 def test_log_tail_keeps_the_last_lines_after_progress_bars(tmp_path):
