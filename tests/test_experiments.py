@@ -15,13 +15,14 @@ SWEEP_WIDTHS = (0.35, 1.0)
 
 def write_run(workroot: pathlib.Path, name: str, *, model='mobilenet_v2', width=1.0,
               resolution=32, expansion_ratio=6, activation='linear', shortcut='bottleneck',
-              evals=((100, 0.30), (200, 0.50)), finished=True, madds=None):
+              evals=((100, 0.30), (200, 0.50)), finished=True, madds=None, seed=0):
   """A workdir as mnv2_jax.main leaves it (config, run_info, metrics, maybe final metrics)."""
   workdir = workroot / name
   (workdir / 'checkpoints' / '200').mkdir(parents=True)
   (workdir / 'checkpoints' / '200' / 'config.json').write_text('{}')  # not a run
   madds = madds if madds is not None else int(1e6 * width * width * resolution * resolution / 100)
   (workdir / 'config.json').write_text(json.dumps({
+      'seed': seed,
       'model': {'name': model, 'width_multiplier': width, 'expansion_ratio': expansion_ratio,
                 'bottleneck_activation': activation, 'shortcut': shortcut},
       'data': {'dataset': 'procedural_shapes', 'resolution': resolution},
@@ -123,6 +124,83 @@ def test_collect_marks_partial_runs_and_uses_their_last_eval(workroot):
   assert v1['model'] == 'mobilenet_v1' and v1['expansion_ratio'] is None
   assert rows['fig6a/relu6_bottleneck']['bottleneck_activation'] == 'relu6'
   assert rows['fig6a/relu6_bottleneck']['best_top1'] == pytest.approx(60.0)
+
+
+def seeded_workroot(root: pathlib.Path, finals_of_linear=(0.50, 0.56, 0.62)) -> pathlib.Path:
+  """fig6a with the linear bottleneck at three seeds and ReLU6 at one."""
+  for seed, final in enumerate(finals_of_linear):
+    write_run(root, f'fig6a/linear_bottleneck/seed{seed}', seed=seed,
+              evals=((100, final - 0.2), (200, final)))
+  write_run(root, 'fig6a/relu6_bottleneck/seed0', activation='relu6', seed=0,
+            evals=((100, 0.3), (200, 0.4)))
+  return root
+
+
+def test_seeded_runs_carry_their_seed_and_configuration(tmp_path):
+  rows = collect.collect(seeded_workroot(tmp_path / 'sweeps'))
+  assert [(row['configuration'], row['seed']) for row in rows] == [
+      ('fig6a/linear_bottleneck', 0), ('fig6a/linear_bottleneck', 1),
+      ('fig6a/linear_bottleneck', 2), ('fig6a/relu6_bottleneck', 0)]
+  assert rows[1]['name'] == 'fig6a/linear_bottleneck/seed1' and rows[1]['sweep'] == 'fig6a'
+  assert collect.split_seed('fig5/v2_w0.35_r96') == ('fig5/v2_w0.35_r96', None)
+
+
+def test_aggregate_gives_mean_std_and_the_95_percent_t_interval_over_seeds(tmp_path):
+  root = seeded_workroot(tmp_path / 'sweeps')
+  out = tmp_path / 'results' / 'results.csv'
+  assert collect.main(['--workroot', str(root), '--out', str(out)]) == 0
+  with open(tmp_path / 'results' / 'results_aggregate.csv') as f:
+    reader = csv.DictReader(f)
+    rows = {row['configuration']: row for row in reader}
+  assert tuple(reader.fieldnames) == collect.AGGREGATE_COLUMNS
+  linear = rows['fig6a/linear_bottleneck']
+  # 50, 56 and 62%: mean 56, standard deviation 6, and 56 +- t(0.975; 2) * 6 / sqrt(3).
+  half_width = 4.302653 * 6 / math.sqrt(3)
+  assert (linear['n'], linear['n_finished'], linear['seeds']) == ('3', '3', '0 1 2')
+  assert float(linear['final_top1_mean']) == pytest.approx(56.0)
+  assert float(linear['final_top1_std']) == pytest.approx(6.0)
+  assert float(linear['final_top1_ci95_low']) == pytest.approx(56.0 - half_width, abs=1e-4)
+  assert float(linear['final_top1_ci95_high']) == pytest.approx(56.0 + half_width, abs=1e-4)
+  assert float(linear['final_ema_top1_mean']) == pytest.approx(55.0)  # EMA is 1 point lower
+  assert linear['status'] == 'finished' and linear['bottleneck_activation'] == 'linear'
+  # One seed: its value, and no spread or interval.
+  relu6 = rows['fig6a/relu6_bottleneck']
+  assert relu6['n'] == '1' and float(relu6['final_top1_mean']) == pytest.approx(40.0)
+  assert relu6['final_top1_std'] == relu6['final_top1_ci95_low'] == ''
+
+
+def test_aggregate_path_and_option(tmp_path):
+  assert collect.aggregate_path(pathlib.Path('results/cpu/results.csv')) == pathlib.Path(
+      'results/cpu/results_aggregate.csv')
+  root = seeded_workroot(tmp_path / 'sweeps')
+  assert collect.main(['--workroot', str(root), '--out', str(tmp_path / 'runs.csv'),
+                       '--aggregate-out', str(tmp_path / 'by_configuration.csv')]) == 0
+  assert (tmp_path / 'by_configuration.csv').read_text().count('\n') == 1 + 2
+
+
+@pytest.mark.parametrize('evals, finished, converged', [
+    # Total 400 steps: the last quarter starts at step 300.
+    (((100, 0.30), (300, 0.59), (400, 0.60)), True, True),      # +1 point
+    (((100, 0.30), (300, 0.57), (400, 0.60)), True, False),     # +3 points
+    (((100, 0.30), (200, 0.59), (400, 0.60)), True, True),      # latest eval before 300
+    (((100, 0.30), (300, 0.65), (400, 0.60)), True, True),      # a loss counts as settled
+    (((400, 0.60),), True, None),                               # no eval before the window
+    (((100, 0.30), (300, 0.59), (400, 0.60)), False, None),     # unfinished
+])
+def test_converged_means_less_than_2_points_of_ema_top1_in_the_last_quarter(
+    tmp_path, evals, finished, converged):
+  write_run(tmp_path, 'fig6a/run', evals=evals, finished=finished)
+  [row] = collect.collect(tmp_path)
+  assert row['converged'] is converged
+
+
+def test_converged_fraction_counts_the_runs_where_the_rule_decides(tmp_path):
+  for seed, evals in enumerate((((100, 0.3), (300, 0.59), (400, 0.60)),
+                                ((100, 0.3), (300, 0.50), (400, 0.60)),
+                                ((400, 0.60),))):
+    write_run(tmp_path, f'fig6a/run/seed{seed}', seed=seed, evals=evals)
+  [row] = collect.aggregate(collect.collect(tmp_path))
+  assert row['converged_fraction'] == 0.5 and row['n_convergence_known'] == 2
 
 
 def _lines(ax):
