@@ -128,5 +128,32 @@ def sweep_fig6b(add):
                resolution=CPU_ABLATION_RESOLUTION, common=CPU_FIG6)
 
 
+# The plateau investigation (results/cpu/PROTOCOL.md): the default run with one
+# candidate cause of the slow start changed at a time, evaluated every 100 steps.
+PLATEAU_VARIANTS = {
+    # name: changes from the official initialisation, everything else the default run's
+    'slim_init': {},
+    'zero_classifier': {'model.zero_init_classifier': True},
+    'zero_residual': {'model.zero_init_residual': True},
+    'zero_residual_and_classifier': {'model.zero_init_residual': True,
+                                     'model.zero_init_classifier': True},
+    'fan_in_init': {'model.kernel_init': 'fan_in'},
+    'fan_in_zero_residual_and_classifier': {'model.kernel_init': 'fan_in',
+                                            'model.zero_init_residual': True,
+                                            'model.zero_init_classifier': True},
+    'full_image_crop': {'data.min_crop_area': 1.0},
+    'no_smoothing_no_dropout': {'optimizer.label_smoothing': 0.0, 'model.dropout_rate': 0.0},
+}
+CPU_PLATEAU = {'train.num_steps': 800, 'train.eval_every_steps': 100,
+               'train.checkpoint_every_steps': 400}
+
+
+def sweep_plateau(add):
+  official_init = {'model.kernel_init': 'truncated_normal', 'model.zero_init_residual': False,
+                   'model.zero_init_classifier': False}
+  for name, changes in PLATEAU_VARIANTS.items():
+    add(name, {**CPU_PLATEAU, **official_init, **changes})
+
+
 SWEEPS = {'fig5': sweep_fig5, 'expansion': sweep_expansion,
-          'fig6a': sweep_fig6a, 'fig6b': sweep_fig6b}
+          'fig6a': sweep_fig6a, 'fig6b': sweep_fig6b, 'plateau': sweep_plateau}

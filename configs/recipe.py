@@ -33,6 +33,10 @@ def model(**changes: Any) -> ml_collections.ConfigDict:
   section.batch_norm_momentum = 0.997  # the official BN decay
   section.depthwise_impl = 'auto'
   section.dtype = 'float32'
+  # Initialisation: the official network's, unless a CPU-scale config says otherwise.
+  section.kernel_init = 'truncated_normal'  # or 'fan_in' (He variance scaling)
+  section.zero_init_residual = False  # last BN scale of each residual branch at 0
+  section.zero_init_classifier = False  # classifier kernel at 0
   return _with_changes(section, 'model', changes)
 
 

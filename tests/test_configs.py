@@ -86,6 +86,8 @@ def test_imagenet_config_is_the_official_recipe():
       4e-5, 0.1, 0.9999)
   assert config.model.dropout_rate == 0.2
   assert config.model.batch_norm_momentum == 0.997  # the official BN decay
+  assert config.model.kernel_init == 'truncated_normal'  # slim's stddev 0.09
+  assert not config.model.zero_init_residual and not config.model.zero_init_classifier
   assert config.train.num_epochs == 420 and config.train.num_steps is None
   assert not config.train.sync_batch_norm
 
@@ -115,6 +117,8 @@ BAD_VALUES = [
     ('model.shortcut', 'dense'), ('model.dropout_rate', 1.0),
     ('model.depthwise_impl', 'cudnn'), ('model.dtype', 'float16'),
     ('model.batch_norm_momentum', 1.0), ('model.batch_norm_momentum', -0.1),
+    ('model.kernel_init', 'xavier'), ('model.zero_init_residual', 1),
+    ('model.zero_init_classifier', 'yes'),
     ('optimizer.schedule', 'linear'), ('optimizer.momentum', 1.5),
     ('optimizer.ema_decay', 1.0), ('optimizer.base_learning_rate', -0.1),
     ('train.num_epochs', 0), ('train.num_steps', 0), ('train.eval_every_steps', 0),

@@ -427,3 +427,96 @@ def test_the_bn_momentum_attribute_sets_the_moving_average_update(model_class):
 
 def test_the_default_bn_momentum_is_the_official_0_997():
   assert MobileNetV2().batch_norm_momentum == MobileNetV1().batch_norm_momentum == 0.997
+
+
+# --- Initialisation options (CPU-scale protocol; the official network's are the defaults) ---
+
+
+def _train_mode_endpoints(model, images):
+  variables = model.init(jax.random.key(0), images)
+  (_, endpoints), _ = model.apply(variables, images, train=True, return_endpoints=True,
+                                  mutable=['batch_stats'], rngs={'dropout': jax.random.key(1)})
+  return variables, endpoints
+
+
+IMAGES_48 = jax.random.uniform(jax.random.key(3), (4, 48, 48, 3), minval=-1, maxval=1)
+
+
+def test_the_official_initialisation_is_the_default():
+  model = MobileNetV2()
+  assert (model.kernel_init, model.zero_init_residual, model.zero_init_classifier) == (
+      'truncated_normal', False, False)
+  assert (MobileNetV1().kernel_init, MobileNetV1().zero_init_classifier) == (
+      'truncated_normal', False)
+  variables = MobileNetV2(num_classes=10, width_multiplier=0.35).init(jax.random.key(0), IMAGES_48)
+  assert all(float(jnp.min(leaf)) == 1.0 for path, leaf in
+             jax.tree_util.tree_leaves_with_path(variables['params'])
+             if path[-1].key == 'scale')
+  kernel = variables['params']['block_3']['expand_conv']['kernel']
+  assert float(jnp.abs(kernel).max()) <= 2 * 0.09 + 1e-6  # truncated at two stddevs
+  assert abs(float(jnp.std(kernel)) - 0.09 * 0.88) < 0.01  # truncation shrinks the stddev
+
+
+def test_zero_init_residual_starts_every_block_with_a_bottleneck_shortcut_as_the_identity():
+  model = MobileNetV2(num_classes=10, width_multiplier=0.35, zero_init_residual=True)
+  variables, endpoints = _train_mode_endpoints(model, IMAGES_48)
+  residual = [b.index for b in model.spec.blocks if b.residual]
+  assert len(residual) == 10
+  for block in model.spec.blocks:
+    scale = variables['params'][f'block_{block.index}']['project_bn']['scale']
+    assert float(jnp.abs(scale).max()) == (0.0 if block.residual else 1.0)
+    if block.residual:
+      np.testing.assert_array_equal(endpoints[f'block_{block.index}/output'],
+                                    endpoints[f'block_{block.index - 1}/output'])
+
+
+def test_zero_init_residual_with_expansion_shortcuts_zeroes_the_expansion_bn_they_bypass():
+  model = MobileNetV2(num_classes=10, width_multiplier=0.35, shortcut='expansion',
+                      zero_init_residual=True)
+  variables, endpoints = _train_mode_endpoints(model, IMAGES_48)
+  sources = architecture.expansion_shortcut_sources(model.spec)
+  assert len(sources) == 10
+  for block in model.spec.blocks:
+    params = variables['params'][f'block_{block.index}']
+    assert float(jnp.abs(params['project_bn']['scale']).min()) == 1.0
+    if block.index in sources:
+      assert float(jnp.abs(params['expand_bn']['scale']).max()) == 0.0
+      np.testing.assert_array_equal(endpoints[f'block_{block.index}/expansion'],
+                                    endpoints[f'block_{sources[block.index]}/expansion'])
+
+
+@pytest.mark.parametrize('model_class', [MobileNetV2, MobileNetV1])
+def test_zero_init_classifier_starts_every_logit_at_zero(model_class):
+  model = model_class(num_classes=10, width_multiplier=0.35, zero_init_classifier=True)
+  variables = model.init(jax.random.key(0), IMAGES_48)
+  assert float(jnp.abs(variables['params']['classifier']['kernel']).max()) == 0.0
+  np.testing.assert_array_equal(model.apply(variables, IMAGES_48), np.zeros((4, 10)))
+
+
+@pytest.mark.parametrize('model_class', [MobileNetV2, MobileNetV1])
+def test_fan_in_init_scales_each_kernel_by_its_fan_in(model_class):
+  """He et al. 2015: variance 2 / fan-in, truncated normal (whose stddev flax corrects)."""
+  model = model_class(num_classes=10, width_multiplier=1.0, kernel_init='fan_in')
+  params = model.init(jax.random.key(0), IMAGES_48)['params']
+  kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+             if path[-1].key == 'kernel' and leaf.size >= 4096]
+  assert len(kernels) > 10
+  for kernel in kernels:
+    fan_in = kernel.size // kernel.shape[-1]
+    if kernel.ndim == 4 and kernel.shape[2] == 1:  # depthwise: 3x3 taps of one channel
+      fan_in = kernel.shape[0] * kernel.shape[1]
+    np.testing.assert_allclose(float(jnp.std(kernel)), (2 / fan_in) ** 0.5, rtol=0.1)
+
+
+def test_initialisation_options_do_not_change_the_variables_tree():
+  reference = jax.tree.map(jnp.shape, MobileNetV2(width_multiplier=0.35).init(
+      jax.random.key(0), IMAGES_48))
+  changed = MobileNetV2(width_multiplier=0.35, kernel_init='fan_in', zero_init_residual=True,
+                        zero_init_classifier=True).init(jax.random.key(0), IMAGES_48)
+  assert jax.tree.map(jnp.shape, changed) == reference
+
+
+def test_an_unknown_kernel_init_is_rejected_listing_the_choices():
+  for model_class in (MobileNetV2, MobileNetV1):
+    with pytest.raises(ValueError, match=r"kernel_init.*\['truncated_normal', 'fan_in'\]"):
+      model_class(kernel_init='xavier')

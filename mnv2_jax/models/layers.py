@@ -21,6 +21,17 @@ import jax.numpy as jnp
 # The official TF-Slim initialiser for every convolution, depthwise and logits kernel.
 kernel_init = nn.initializers.truncated_normal(stddev=0.09)
 
+# Kernel initialisers a config can name (`config.model.kernel_init`):
+#   'truncated_normal' - the official TF-Slim one above, the same stddev for
+#                        every layer whatever its fan-in;
+#   'fan_in'           - He et al. 2015 variance scaling (2 / fan-in, truncated
+#                        normal), which keeps the activations' scale through
+#                        ReLU layers; a CPU-scale option (results/cpu/PROTOCOL.md).
+KERNEL_INITS = {
+    'truncated_normal': kernel_init,
+    'fan_in': nn.initializers.variance_scaling(2.0, 'fan_in', 'truncated_normal'),
+}
+
 # BN as in the official network: decay 0.997, epsilon 1e-3, with scale and bias.
 BATCH_NORM_MOMENTUM = 0.997
 BATCH_NORM_EPSILON = 1e-3
@@ -31,15 +42,20 @@ def relu6(x: jax.Array) -> jax.Array:
 
 
 def batch_norm(train: bool, axis_name: Optional[str], dtype: Any, name: str,
-               momentum: float = BATCH_NORM_MOMENTUM) -> nn.BatchNorm:
+               momentum: float = BATCH_NORM_MOMENTUM, zero_scale: bool = False) -> nn.BatchNorm:
   """BN over the batch; `axis_name` set means statistics are averaged across devices.
 
   `momentum` is the decay of the moving averages used at evaluation; the
   official 0.997 needs thousands of steps, short runs need a smaller one.
+  `zero_scale` starts the scale (gamma) at 0 instead of 1, so the layer's
+  output starts at its bias (0): for the last BN of a residual branch this
+  makes the block start as the identity (Goyal et al. 2017).
   """
   return nn.BatchNorm(use_running_average=not train, momentum=momentum,
                       epsilon=BATCH_NORM_EPSILON, axis_name=axis_name if train else None,
-                      dtype=dtype, param_dtype=jnp.float32, name=name)
+                      dtype=dtype, param_dtype=jnp.float32,
+                      scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+                      name=name)
 
 
 @jax.custom_vjp
@@ -82,10 +98,11 @@ class PointwiseConv(nn.Module):
     return pointwise_conv(inputs, kernel)
 
 
-def conv(features: int, kernel_size: int, stride: int, dtype: Any, name: str) -> nn.Module:
+def conv(features: int, kernel_size: int, stride: int, dtype: Any, name: str,
+         init: Any = kernel_init) -> nn.Module:
   if kernel_size == 1 and stride == 1:
-    return PointwiseConv(features, dtype=dtype, name=name)
+    return PointwiseConv(features, dtype=dtype, kernel_init=init, name=name)
   # Flax 'SAME' is TF 'SAME': for stride 2 on an even input it pads 0 before and 1 after.
   return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding='SAME',
-                 use_bias=False, kernel_init=kernel_init, dtype=dtype,
+                 use_bias=False, kernel_init=init, dtype=dtype,
                  param_dtype=jnp.float32, name=name)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from mnv2_jax.models import architecture
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, batch_norm, conv, kernel_init, relu6
+from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv, relu6
 
 
 class MobileNetV1(nn.Module):
@@ -17,6 +17,8 @@ class MobileNetV1(nn.Module):
   Each layer is a 3x3 depthwise conv + BN + ReLU6 and a 1x1 conv + BN + ReLU6
   (ReLU6 as in the official TF-Slim implementation). The width multiplier
   alpha scales every layer (truncated, at least 8 channels).
+  `kernel_init` and `zero_init_classifier` are as in `MobileNetV2` (it has no
+  residual branches, so no `zero_init_residual`).
   """
   num_classes: int = 1000
   width_multiplier: float = 1.0
@@ -25,10 +27,13 @@ class MobileNetV1(nn.Module):
   batch_norm_axis_name: Optional[str] = None
   batch_norm_momentum: float = BATCH_NORM_MOMENTUM
   dtype: Any = jnp.float32
+  kernel_init: str = 'truncated_normal'
+  zero_init_classifier: bool = False
 
   def __post_init__(self):
     architecture.validate_width_multiplier(self.width_multiplier)
     architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
+    architecture.validate_choice('kernel_init', self.kernel_init, tuple(KERNEL_INITS))
     if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
     architecture.validate_batch_norm_momentum(self.batch_norm_momentum)
@@ -48,21 +53,23 @@ class MobileNetV1(nn.Module):
     norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name,
                                    self.batch_norm_momentum)
     endpoints = {}
-    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv')(images)
+    init = KERNEL_INITS[self.kernel_init]
+    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv', init)(images)
     x = relu6(norm('stem_bn')(x))
     endpoints['stem'] = x
     for layer in spec.layers:
       i = layer.index
       x = DepthwiseConv(stride=layer.stride, impl=self.depthwise_impl, dtype=self.dtype,
-                        name=f'layer_{i}_depthwise_conv')(x)
+                        kernel_init=init, name=f'layer_{i}_depthwise_conv')(x)
       x = relu6(norm(f'layer_{i}_depthwise_bn')(x))
-      x = conv(layer.out_channels, 1, 1, self.dtype, f'layer_{i}_pointwise_conv')(x)
+      x = conv(layer.out_channels, 1, 1, self.dtype, f'layer_{i}_pointwise_conv', init)(x)
       x = relu6(norm(f'layer_{i}_pointwise_bn')(x))
       endpoints[f'layer_{i}/output'] = x
     x = jnp.mean(x, axis=(1, 2))
     endpoints['pre_logits'] = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype,
+    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+                      kernel_init=nn.initializers.zeros if self.zero_init_classifier else init,
                       param_dtype=jnp.float32, name='classifier')(x).astype(jnp.float32)
     endpoints['logits'] = logits
     if return_endpoints:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from mnv2_jax.models import architecture, memory_split
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, batch_norm, conv, kernel_init, relu6
+from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv, relu6
 
 
 class InvertedResidual(nn.Module):
@@ -20,6 +20,11 @@ class InvertedResidual(nn.Module):
 
   Returns (output, expanded) where `expanded` is the t*k-channel tensor that
   enters the depthwise convolution, after the optional expansion shortcut.
+
+  `zero_init_residual` starts the last BN of the branch that a shortcut
+  bypasses at scale 0, so the block starts as the identity: the projection BN
+  with a bottleneck shortcut, the expansion BN with an expansion shortcut
+  (whose residual branch ends there).
   """
   spec: architecture.BottleneckSpec
   bottleneck_activation: str = 'linear'
@@ -28,23 +33,27 @@ class InvertedResidual(nn.Module):
   batch_norm_axis_name: Optional[str] = None
   batch_norm_momentum: float = BATCH_NORM_MOMENTUM
   dtype: Any = jnp.float32
+  kernel_init: str = 'truncated_normal'
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, inputs, train: bool, expansion_shortcut: Optional[jax.Array] = None):
     spec = self.spec
-    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, self.dtype, name,
-                                   self.batch_norm_momentum)
+    norm = lambda name, zero_scale=False: batch_norm(
+        train, self.batch_norm_axis_name, self.dtype, name, self.batch_norm_momentum,
+        zero_scale=zero_scale and self.zero_init_residual)
+    init = KERNEL_INITS[self.kernel_init]
     expanded = inputs
     if spec.has_expansion:
-      expanded = conv(spec.expanded_channels, 1, 1, self.dtype, 'expand_conv')(expanded)
-      expanded = relu6(norm('expand_bn')(expanded))
+      expanded = conv(spec.expanded_channels, 1, 1, self.dtype, 'expand_conv', init)(expanded)
+      expanded = relu6(norm('expand_bn', zero_scale=expansion_shortcut is not None)(expanded))
     if expansion_shortcut is not None:
       expanded = expanded + expansion_shortcut
     hidden = DepthwiseConv(stride=spec.stride, impl=self.depthwise_impl, dtype=self.dtype,
-                           name='depthwise_conv')(expanded)
+                           kernel_init=init, name='depthwise_conv')(expanded)
     hidden = relu6(norm('depthwise_bn')(hidden))
-    output = conv(spec.out_channels, 1, 1, self.dtype, 'project_conv')(hidden)
-    output = norm('project_bn')(output)
+    output = conv(spec.out_channels, 1, 1, self.dtype, 'project_conv', init)(hidden)
+    output = norm('project_bn', zero_scale=self.add_bottleneck_shortcut)(output)
     if self.bottleneck_activation == 'relu6':
       output = relu6(output)
     if self.add_bottleneck_shortcut:
@@ -90,6 +99,13 @@ class MobileNetV2(nn.Module):
       of its inner tensor, accumulating the projections (paper Section 5.1,
       see `memory_split.py`): the same variables and outputs with 1/T of each
       inner tensor live. Inference only; 1 is the normal network.
+    kernel_init: 'truncated_normal' (official: stddev 0.09 for every kernel)
+      or 'fan_in' (He variance scaling); see `layers.KERNEL_INITS`.
+    zero_init_residual: start the last BN scale of every residual branch at 0
+      (each block with a shortcut starts as the identity). Off in the
+      official network; a CPU-scale option (results/cpu/PROTOCOL.md).
+    zero_init_classifier: start the classifier kernel at 0 (all logits 0, the
+      loss at log(num_classes)). Off in the official network.
   """
   num_classes: int = 1000
   width_multiplier: float = 1.0
@@ -102,6 +118,9 @@ class MobileNetV2(nn.Module):
   batch_norm_momentum: float = BATCH_NORM_MOMENTUM
   dtype: Any = jnp.float32
   memory_split: int = 1
+  kernel_init: str = 'truncated_normal'
+  zero_init_residual: bool = False
+  zero_init_classifier: bool = False
 
   def __post_init__(self):
     memory_split.validate_memory_split(self.memory_split)
@@ -111,6 +130,7 @@ class MobileNetV2(nn.Module):
                                  architecture.BOTTLENECK_ACTIVATIONS)
     architecture.validate_choice('shortcut', self.shortcut, architecture.SHORTCUTS)
     architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
+    architecture.validate_choice('kernel_init', self.kernel_init, tuple(KERNEL_INITS))
     if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
     if not 0 <= self.dropout_rate < 1:
@@ -151,13 +171,15 @@ class MobileNetV2(nn.Module):
     else:
       x = self._stem_and_blocks(images, spec, train, norm, endpoints)
 
-    x = conv(spec.last_channels, 1, 1, self.dtype, 'last_conv')(x)
+    init = KERNEL_INITS[self.kernel_init]
+    x = conv(spec.last_channels, 1, 1, self.dtype, 'last_conv', init)(x)
     x = relu6(norm('last_bn')(x))
     endpoints['last_conv'] = x
     x = jnp.mean(x, axis=(1, 2))
     endpoints['pre_logits'] = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype,
+    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+                      kernel_init=nn.initializers.zeros if self.zero_init_classifier else init,
                       param_dtype=jnp.float32, name='classifier')(x)
     logits = logits.astype(jnp.float32)
     endpoints['logits'] = logits
@@ -166,7 +188,8 @@ class MobileNetV2(nn.Module):
     return logits
 
   def _stem_and_blocks(self, images, spec, train, norm, endpoints):
-    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv')(images)
+    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv',
+             KERNEL_INITS[self.kernel_init])(images)
     x = relu6(norm('stem_bn')(x))
     endpoints['stem'] = x
 
@@ -184,6 +207,8 @@ class MobileNetV2(nn.Module):
           batch_norm_axis_name=self.batch_norm_axis_name,
           batch_norm_momentum=self.batch_norm_momentum,
           dtype=self.dtype,
+          kernel_init=self.kernel_init,
+          zero_init_residual=self.zero_init_residual,
           name=f'block_{i}')(x, train, expanded[source] if source is not None else None)
       endpoints[f'block_{i}/expansion'] = expanded[i]
       endpoints[f'block_{i}/output'] = x

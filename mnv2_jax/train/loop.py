@@ -52,6 +52,7 @@ from mnv2_jax import pretrained
 from mnv2_jax import stats
 from mnv2_jax.models import architecture
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS
+from mnv2_jax.models.layers import KERNEL_INITS
 from mnv2_jax.train import optimizer as optimizer_lib
 from mnv2_jax.train import state as state_lib
 from mnv2_jax.train import step as step_lib
@@ -112,6 +113,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          'a number in [0, 1)', model.dropout_rate)
   _check(model.depthwise_impl in DEPTHWISE_IMPLS, 'model.depthwise_impl',
          f'one of {list(DEPTHWISE_IMPLS)}', model.depthwise_impl)
+  _check(model.kernel_init in KERNEL_INITS, 'model.kernel_init', f'one of {list(KERNEL_INITS)}',
+         model.kernel_init)
+  for field in ('zero_init_residual', 'zero_init_classifier'):
+    _check(isinstance(model[field], bool), f'model.{field}', 'True or False', model[field])
   _check(model.dtype in state_lib.DTYPES, 'model.dtype', f'one of {sorted(state_lib.DTYPES)}',
          model.dtype)
 

@@ -77,12 +77,14 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int,
   kwargs = dict(num_classes=num_classes, width_multiplier=c.width_multiplier,
                 dropout_rate=c.dropout_rate, depthwise_impl=c.depthwise_impl,
                 dtype=DTYPES[c.dtype],
-                batch_norm_momentum=c.batch_norm_momentum)
+                batch_norm_momentum=c.batch_norm_momentum,
+                kernel_init=c.kernel_init, zero_init_classifier=c.zero_init_classifier)
   if config.train.get('sync_batch_norm', False):
     kwargs['batch_norm_axis_name'] = batch_norm_axis_name
   if c.name == 'mobilenet_v2':
     kwargs.update(expansion_ratio=c.expansion_ratio,
-                  bottleneck_activation=c.bottleneck_activation, shortcut=c.shortcut)
+                  bottleneck_activation=c.bottleneck_activation, shortcut=c.shortcut,
+                  zero_init_residual=c.zero_init_residual)
   return models.MODELS[c.name](**kwargs)
 
 
