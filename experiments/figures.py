@@ -5,18 +5,23 @@
 Makes every figure the workroot has data for, as PNG and PDF in --out
 (default WORKROOT/figures):
   figure5    sweep 'fig5': top-1 vs multiply-adds (log x), one line per input
-             resolution and one per width multiplier, MobileNetV1 points, and
+             resolution and one per width multiplier, MobileNetV1 points (each
+             point the mean over seeds with its 95% t-interval), and
              the released checkpoints' ImageNet numbers
              (package data, mnv2_jax/reference/mobilenet_v2_checkpoints.csv) as a reference:
              overlaid when the runs are on ImageNet, in a side panel otherwise
              (a different dataset and scale share neither axis).
   figure6a   sweep 'fig6a': top-1 vs training step, linear vs ReLU6 bottleneck.
   figure6b   sweep 'fig6b': top-1 vs training step per shortcut placement.
-  expansion  sweep 'expansion': final top-1 vs expansion ratio t, and top-1 vs
-             step per t.
-The top-1 shown is --metric (default: the EMA weights' final top-1, as the
-released checkpoints report; runs without EMA fall back to the raw weights).
-Unfinished runs are drawn from their last eval, with hollow markers.
+             (6a, 6b: the mean curve over seeds, shaded with its 95% t-interval.)
+  expansion  sweep 'expansion': final top-1 vs expansion ratio t with 95%
+             t-interval bars, and the mean curve of each t.
+A configuration is a run name without its seed (experiments.collect); a point
+or curve is the mean over its seeds, and one with a single seed has no bar or
+band and says so in the legend ('n = 1'). The top-1 shown is --metric
+(default: the EMA weights' final top-1, as the released checkpoints report;
+runs without EMA fall back to the raw weights). Unfinished runs are drawn
+from their last eval, with hollow red markers.
 """
 
 import argparse
@@ -30,8 +35,10 @@ matplotlib.use('Agg')  # files only; no display needed
 from matplotlib import cm  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+import numpy as np  # noqa: E402
 
 from experiments import collect  # noqa: E402
+from experiments import uncertainty  # noqa: E402
 from mnv2_jax import reference as reference_tables  # noqa: E402
 
 REFERENCE_DIR = reference_tables.DATA_DIR
@@ -42,6 +49,7 @@ BOTTLENECK_LABELS = {'linear': 'Linear bottleneck', 'relu6': 'ReLU6 in bottlenec
 SHORTCUT_LABELS = {'bottleneck': 'Shortcut between bottlenecks',
                    'expansion': 'Shortcut between expansions', 'none': 'No residual'}
 PAPER_FIGURE5_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.4)  # 1.3@224 is released but not in the figure
+SINGLE_RUN_LABEL = 'n = 1 seed: no error bar'
 
 
 def metric_value(row: dict[str, Any], metric: str) -> Optional[float]:
@@ -69,6 +77,79 @@ def _float(value) -> Optional[float]:
 def _width_text(width: float) -> str:
   text = f'{float(width):.4f}'.rstrip('0')
   return text + '0' if text.endswith('.') else text
+
+
+def configuration_points(rows: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+  """One point per configuration: mean of `metric` over its runs, 95% interval, n.
+
+  Each point keeps its runs ('runs', those with a value) and is 'finished'
+  when all of them are.
+  """
+  points = []
+  for runs in collect.group_runs(rows).values():
+    runs = [run for run in runs if metric_value(run, metric) is not None]
+    if not runs:
+      continue
+    estimate = uncertainty.mean_interval([metric_value(run, metric) for run in runs])
+    points.append({
+        'runs': runs, 'value': estimate.value, 'low': estimate.low, 'high': estimate.high,
+        'n': estimate.n,
+        'status': 'finished' if all(run['status'] == 'finished' for run in runs) else
+                  'unfinished'})
+  return points
+
+
+def mean_curve(runs: Sequence[dict[str, Any]], metric: str) -> Optional[dict[str, Any]]:
+  """The runs' eval top-1 per step: mean, 95% interval (nan where one run) and n.
+
+  A step's mean is over the runs that reached it (an unfinished seed stops early).
+  """
+  values_at = {}
+  drawn = 0
+  for run in runs:
+    workdir = pathlib.Path(run['workdir'])
+    steps, values = collect.eval_curve(workdir, curve_key(metric))
+    if not steps:
+      steps, values = collect.eval_curve(workdir, 'eval_top1')
+    drawn += bool(steps)
+    for step, value in zip(steps, values):
+      values_at.setdefault(step, []).append(value)
+  if not values_at:
+    return None
+  steps = sorted(values_at)
+  estimates = [uncertainty.mean_interval(values_at[step]) for step in steps]
+  return {'steps': steps, 'mean': [estimate.value for estimate in estimates],
+          'low': [np.nan if estimate.low is None else estimate.low for estimate in estimates],
+          'high': [np.nan if estimate.high is None else estimate.high for estimate in estimates],
+          'n': drawn}
+
+
+def _error_bars(ax, xs: Sequence[float], points: Sequence[dict[str, Any]],
+                color) -> list[tuple[float, float]]:
+  """95% interval bars of the points that have one; returns (x, y) of single-run points."""
+  with_bar = [(x, point) for x, point in zip(xs, points) if point.get('low') is not None]
+  if with_bar:
+    ax.errorbar([x for x, _ in with_bar], [point['value'] for _, point in with_bar],
+                yerr=[[point['value'] - point['low'] for _, point in with_bar],
+                      [point['high'] - point['value'] for _, point in with_bar]],
+                fmt='none', ecolor=color, elinewidth=1, capsize=3)
+  return [(x, point['value']) for x, point in zip(xs, points) if point.get('n') == 1]
+
+
+def _mark_single_runs(ax, single_runs: Sequence[tuple[float, float]]) -> None:
+  """A grey square around each single-seed point, with one legend entry saying why no bar."""
+  if single_runs:
+    ax.plot(*zip(*single_runs), linestyle='none', marker='s', markersize=11,
+            markerfacecolor='none', markeredgecolor='0.5', label=SINGLE_RUN_LABEL)
+
+
+def _seeds_note(counts: Sequence[int], interval: str = 'bars') -> str:
+  """'mean of n = 3 seeds, bars: 95% t-interval', for a title."""
+  low, high = min(counts), max(counts)
+  if high == 1:
+    return 'one seed per point: no interval'
+  return (f'mean of n = {low if low == high else f"{low}-{high}"} seeds, '
+          f'{interval}: 95% t-interval')
 
 
 def _describe_scale(rows: Sequence[dict[str, Any]]) -> str:
@@ -115,6 +196,7 @@ def _draw_figure5(ax, v2_points, v1_points, *, reference: bool = False) -> None:
   with labels that start 'ImageNet reference: '.
   """
   prefix = 'ImageNet reference: ' if reference else ''
+  single_runs = []
   resolutions = sorted({point['resolution'] for point in v2_points})
   widths = sorted({point['width_multiplier'] for point in v2_points})
   colors = cm.viridis([index / max(1, len(resolutions) - 1) for index in range(len(resolutions))])
@@ -126,6 +208,7 @@ def _draw_figure5(ax, v2_points, v1_points, *, reference: bool = False) -> None:
             markerfacecolor='none' if reference else color,
             alpha=0.7 if reference else 1.0,
             label=f'{prefix}MobileNetV2, {resolution} px')
+    single_runs += _error_bars(ax, [p['madds'] / 1e6 for p in points], points, color)
     for p in points:  # hollow marker: the run has not finished
       if p['status'] != 'finished':
         ax.plot([p['madds'] / 1e6], [p['value']], marker='o', markersize=10,
@@ -144,6 +227,8 @@ def _draw_figure5(ax, v2_points, v1_points, *, reference: bool = False) -> None:
     ax.plot([p['madds'] / 1e6 for p in points], [p['value'] for p in points],
             marker='x', markersize=8, linestyle='none', color='0.4' if reference else 'black',
             label=f'{prefix}MobileNetV1')
+    single_runs += _error_bars(ax, [p['madds'] / 1e6 for p in points], points, 'black')
+  _mark_single_runs(ax, single_runs)
   ax.set_xscale('log')
   # Plain numbers at 1-2-5 steps read better than powers of ten over 1-2 decades.
   ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -154,13 +239,13 @@ def _draw_figure5(ax, v2_points, v1_points, *, reference: bool = False) -> None:
 
 
 def _points(rows, model: str, metric: str) -> list[dict[str, Any]]:
+  """Figure 5 points of `model`: one per configuration, with MAdds, width and resolution."""
   points = []
-  for row in rows:
-    value = metric_value(row, metric)
-    if row['model'] == model and value is not None and row.get('madds'):
-      points.append({'width_multiplier': float(row['width_multiplier']),
-                     'resolution': int(row['resolution']), 'madds': float(row['madds']),
-                     'value': float(value), 'status': row['status']})
+  for point in configuration_points([row for row in rows if row['model'] == model], metric):
+    row = point['runs'][0]
+    if row.get('madds'):
+      points.append({**point, 'width_multiplier': float(row['width_multiplier']),
+                     'resolution': int(row['resolution']), 'madds': float(row['madds'])})
   return points
 
 
@@ -185,7 +270,8 @@ def plot_figure5(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1',
   axes = figure.subplots(1, 2) if panel else [figure.subplots()]
   _draw_figure5(axes[0], v2_points, v1_points)
   axes[0].set_ylabel(metric_label(metric))
-  axes[0].set_title(f'This repository: {_describe_scale(rows)}')
+  axes[0].set_title(f'This repository: {_describe_scale(rows)}\n'
+                    f'{_seeds_note([p["n"] for p in v2_points + v1_points])}')
   if reference == 'overlay':
     _draw_figure5(axes[0], reference_rows['mobilenet_v2'], reference_rows['mobilenet_v1'],
                   reference=True)
@@ -204,26 +290,31 @@ def plot_figure5(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1',
 def plot_training_curves(rows: Sequence[dict[str, Any]], title: str, field: str,
                          labels: dict[str, str],
                          metric: str = 'final_ema_top1') -> Optional[Figure]:
-  """Top-1 vs training step, one line per run, labelled `labels[row[field]]`.
+  """Top-1 vs training step: per configuration the mean curve over its seeds,
+  shaded with its 95% t-interval, labelled `labels[row[field]]` and its n.
 
   Curves come in the order of `labels` (the paper's legend order).
   """
-  label_of = lambda row: labels.get(row[field], row['name'])
   order = list(labels)
-  rows = sorted(rows, key=lambda row: (order.index(row[field]) if row[field] in order
-                                       else len(order), row['name']))
+  groups = sorted(collect.group_runs(rows).items(), key=lambda item: (
+      order.index(item[1][0][field]) if item[1][0][field] in order else len(order), item[0]))
   figure = Figure(figsize=(8, 5.5), layout='constrained')
   ax = figure.subplots()
-  drawn = []
-  for row in rows:
-    steps, values = collect.eval_curve(pathlib.Path(row['workdir']), curve_key(metric))
-    if not steps:
-      steps, values = collect.eval_curve(pathlib.Path(row['workdir']), 'eval_top1')
-    if not steps:
+  drawn, counts = [], []
+  for configuration, runs in groups:
+    curve = mean_curve(runs, metric)
+    if curve is None:
       continue
-    label = label_of(row) + ('' if row['status'] == 'finished' else ' (unfinished)')
-    ax.plot(steps, values, marker='.', label=label)
-    drawn.append(row)
+    label = labels.get(runs[0][field], configuration)
+    label += f' (n = {curve["n"]})' if curve['n'] > 1 else ' (n = 1, no band)'
+    if any(run['status'] != 'finished' for run in runs):
+      label += ' (unfinished)'
+    [line] = ax.plot(curve['steps'], curve['mean'], marker='.', label=label)
+    if curve['n'] > 1:
+      ax.fill_between(curve['steps'], curve['low'], curve['high'], color=line.get_color(),
+                      alpha=0.2, linewidth=0)
+    drawn += runs
+    counts.append(curve['n'])
   if not drawn:
     return None
   ax.set_xlabel('training step')
@@ -231,43 +322,50 @@ def plot_training_curves(rows: Sequence[dict[str, Any]], title: str, field: str,
   ax.grid(True, alpha=0.3)
   ax.legend()
   ax.set_title(f'{title}\n{_describe_scale(drawn)}, width '
-               f'{", ".join(sorted({_width_text(r["width_multiplier"]) for r in drawn}))}')
+               f'{", ".join(sorted({_width_text(r["width_multiplier"]) for r in drawn}))}\n'
+               f'{_seeds_note(counts, "shaded")}')
   return figure
 
 
 def plot_expansion(rows: Sequence[dict[str, Any]], metric: str = 'final_ema_top1') -> Optional[Figure]:
-  """Final top-1 vs expansion ratio t, and the training curve of each t."""
-  points = sorted(((float(row['expansion_ratio']), metric_value(row, metric), row) for row in rows
-                   if row.get('expansion_ratio') is not None and
-                   metric_value(row, metric) is not None), key=lambda point: point[0])
+  """Final top-1 vs expansion ratio t (mean over seeds, 95% interval bars), and
+  the mean training curve of each t."""
+  points = configuration_points(
+      [row for row in rows if row.get('expansion_ratio') is not None], metric)
   if not points:
     return None
+  points.sort(key=lambda point: float(point['runs'][0]['expansion_ratio']))
+  ratios = [float(point['runs'][0]['expansion_ratio']) for point in points]
   figure = Figure(figsize=(14, 5.5), layout='constrained')
   final_ax, curves_ax = figure.subplots(1, 2)
-  final_ax.plot([t for t, _, _ in points], [value for _, value, _ in points], marker='o',
-                label='MobileNetV2')
-  unfinished = [(t, value) for t, value, row in points if row['status'] != 'finished']
+  [line] = final_ax.plot(ratios, [point['value'] for point in points], marker='o',
+                         label='MobileNetV2')
+  _mark_single_runs(final_ax, _error_bars(final_ax, ratios, points, line.get_color()))
+  unfinished = [(t, point['value']) for t, point in zip(ratios, points)
+                if point['status'] != 'finished']
   if unfinished:
     final_ax.plot(*zip(*unfinished), marker='o', markersize=10, markerfacecolor='none',
                   markeredgecolor='red', linestyle='none', label='unfinished (last eval)')
   final_ax.set_xlabel('expansion ratio t')
   final_ax.set_ylabel(metric_label(metric))
-  final_ax.set_xticks([t for t, _, _ in points])
+  final_ax.set_xticks(ratios)
   final_ax.grid(True, alpha=0.3)
   final_ax.legend()
-  final_ax.set_title('final accuracy per expansion ratio')
+  final_ax.set_title(f'final accuracy per expansion ratio\n'
+                     f'{_seeds_note([point["n"] for point in points])}')
   colors = cm.viridis([index / max(1, len(points) - 1) for index in range(len(points))])
-  for (t, _, row), color in zip(points, colors):
-    steps, values = collect.eval_curve(pathlib.Path(row['workdir']), curve_key(metric))
-    if steps:
-      curves_ax.plot(steps, values, color=color, label=f't = {t:g}')
+  for t, point, color in zip(ratios, points, colors):
+    curve = mean_curve(point['runs'], metric)
+    if curve is not None:
+      curves_ax.plot(curve['steps'], curve['mean'], color=color, label=f't = {t:g}')
   curves_ax.set_xlabel('training step')
   curves_ax.set_ylabel('eval top-1 (%)')
   curves_ax.grid(True, alpha=0.3)
   curves_ax.legend(fontsize=8, ncol=2)
-  curves_ax.set_title('training curves')
-  widths = sorted({_width_text(row['width_multiplier']) for _, _, row in points})
-  figure.suptitle(f'MobileNetV2 expansion ratio study: {_describe_scale([r for _, _, r in points])}, '
+  curves_ax.set_title('training curves (mean over seeds)')
+  runs = [run for point in points for run in point['runs']]
+  widths = sorted({_width_text(run['width_multiplier']) for run in runs})
+  figure.suptitle(f'MobileNetV2 expansion ratio study: {_describe_scale(runs)}, '
                   f'width {", ".join(widths)}')
   return figure
 

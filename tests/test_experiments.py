@@ -250,14 +250,19 @@ def test_figure5_overlays_the_reference_on_imagenet_runs(workroot):
 def test_figure6_has_one_training_curve_per_variant(workroot):
   made = figures.make_figures(collect.collect(workroot))
   lines_6a = _lines(made['figure6a'].axes[0])
-  assert set(lines_6a) == {'Linear bottleneck', 'ReLU6 in bottleneck'}
-  assert list(lines_6a['Linear bottleneck'].get_xdata()) == [100, 200, 300]
+  # One seed each: no band, and the legend says so.
+  assert set(lines_6a) == {'Linear bottleneck (n = 1, no band)',
+                           'ReLU6 in bottleneck (n = 1, no band)'}
+  assert not made['figure6a'].axes[0].collections
+  assert list(lines_6a['Linear bottleneck (n = 1, no band)'].get_xdata()) == [100, 200, 300]
   # The default metric is the EMA weights' accuracy.
-  assert list(lines_6a['ReLU6 in bottleneck'].get_ydata()) == pytest.approx([29.0, 49.0, 59.0])
+  assert list(lines_6a['ReLU6 in bottleneck (n = 1, no band)'].get_ydata()) == pytest.approx(
+      [29.0, 49.0, 59.0])
   assert made['figure6a'].axes[0].get_xlabel() == 'training step'
   # In the paper's legend order.
   assert [line.get_label() for line in made['figure6b'].axes[0].get_lines()] == [
-      'Shortcut between bottlenecks', 'Shortcut between expansions', 'No residual']
+      'Shortcut between bottlenecks (n = 1, no band)',
+      'Shortcut between expansions (n = 1, no band)', 'No residual (n = 1, no band)']
 
 
 def test_expansion_figure_plots_final_top1_against_t(workroot):
@@ -267,6 +272,106 @@ def test_expansion_figure_plots_final_top1_against_t(workroot):
   assert list(line.get_xdata()) == [1, 2, 6]
   assert list(line.get_ydata()) == pytest.approx([41.0, 42.0, 46.0])
   assert set(_lines(curves_ax)) == {'t = 1', 't = 2', 't = 6'}
+
+
+# Three seeds whose final raw top-1 lies 3 points below, at and above the
+# configuration's accuracy: mean = that accuracy, std = 3 points.
+SEED_OFFSETS = (-0.03, 0.0, 0.03)
+HALF_WIDTH_3_SEEDS = 4.302653 * 3 / math.sqrt(3)  # t(0.975; 2) * std / sqrt(n)
+
+
+def _accuracy(width, resolution):
+  return 0.2 + 0.3 * width + resolution / 200
+
+
+@pytest.fixture
+def three_seed_workroot(tmp_path):
+  """fig5, fig6a and expansion at three seeds, each with one configuration at one seed."""
+  root = tmp_path / 'seeds'
+  for seed, offset in enumerate(SEED_OFFSETS):
+    for width in SWEEP_WIDTHS:
+      for resolution in (32, 64):
+        accuracy = _accuracy(width, resolution)
+        write_run(root, f'fig5/v2_w{width}_r{resolution}/seed{seed}', width=width,
+                  resolution=resolution, seed=seed,
+                  evals=((100, accuracy - 0.1), (200, accuracy + offset)))
+    write_run(root, f'fig5/v1_w1.0_r64/seed{seed}', model='mobilenet_v1', resolution=64,
+              seed=seed, evals=((100, 0.4), (200, 0.5 + offset)))
+    write_run(root, f'fig6a/linear_bottleneck/seed{seed}', seed=seed,
+              evals=((100, 0.4 + offset), (200, 0.6 + offset)))
+    for t in (2, 6):
+      write_run(root, f'expansion/t{t}/seed{seed}', expansion_ratio=t, seed=seed,
+                evals=((100, 0.3), (200, 0.4 + t / 100 + offset)))
+  write_run(root, 'fig5/v2_w1.4_r64/seed0', width=1.4, resolution=64,
+            evals=((100, 0.7), (200, 0.8)))
+  write_run(root, 'fig6a/relu6_bottleneck/seed0', activation='relu6',
+            evals=((100, 0.3), (200, 0.5)))
+  write_run(root, 'expansion/t1/seed0', expansion_ratio=1, evals=((100, 0.3), (200, 0.41)))
+  return root
+
+
+def _error_bars(ax):
+  """(x, low, high) of every error bar on `ax`, sorted."""
+  return sorted((float(x), float(low), float(high)) for container in ax.containers
+                for collection in container.lines[2]
+                for (x, low), (_, high) in collection.get_segments())
+
+
+def test_figure5_points_are_means_over_seeds_with_95_percent_interval_bars(
+    three_seed_workroot):
+  figure = figures.make_figures(collect.collect(three_seed_workroot), metric='final_top1',
+                                reference='none')['figure5']
+  [ax] = figure.axes
+  lines = _lines(ax)
+  assert list(lines['MobileNetV2, 32 px'].get_ydata()) == pytest.approx(
+      [100 * _accuracy(width, 32) for width in SWEEP_WIDTHS])
+  bars = _error_bars(ax)
+  # Four V2 points and the V1 point have three seeds; 1.4@64 has one and no bar.
+  assert len(bars) == 5
+  for x, low, high in bars:
+    assert high - low == pytest.approx(2 * HALF_WIDTH_3_SEEDS)
+  v1_x = lines['MobileNetV1'].get_xdata()[0]
+  assert (v1_x, 50.0 - HALF_WIDTH_3_SEEDS, 50.0 + HALF_WIDTH_3_SEEDS) == pytest.approx(
+      [bar for bar in bars if bar[0] == pytest.approx(v1_x)][0])
+  single = lines[figures.SINGLE_RUN_LABEL]
+  assert list(single.get_ydata()) == pytest.approx([80.0])
+  assert 'mean of n = 1-3 seeds' in ax.get_title()
+
+
+def test_figure5_with_one_seed_everywhere_has_no_bars_and_says_so(workroot):
+  [ours, _] = figures.make_figures(collect.collect(workroot))['figure5'].axes
+  assert _error_bars(ours) == []
+  assert len(_lines(ours)[figures.SINGLE_RUN_LABEL].get_xdata()) == 6 + 1 + 2
+  assert 'one seed per point' in ours.get_title()
+
+
+def test_figure6a_draws_the_mean_curve_with_a_shaded_interval(three_seed_workroot):
+  ax = figures.make_figures(collect.collect(three_seed_workroot))['figure6a'].axes[0]
+  lines = _lines(ax)
+  assert set(lines) == {'Linear bottleneck (n = 3)', 'ReLU6 in bottleneck (n = 1, no band)'}
+  # EMA top-1 is 1 point below the raw top-1 of 40% and 60%.
+  assert list(lines['Linear bottleneck (n = 3)'].get_ydata()) == pytest.approx([39.0, 59.0])
+  [band] = ax.collections  # the single-seed curve has none
+  low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+  assert (low, high) == pytest.approx((39.0 - HALF_WIDTH_3_SEEDS, 59.0 + HALF_WIDTH_3_SEEDS))
+
+
+def test_expansion_figure_has_interval_bars_over_seeds(three_seed_workroot):
+  final_ax, curves_ax = figures.make_figures(
+      collect.collect(three_seed_workroot), metric='final_top1')['expansion'].axes
+  assert list(_lines(final_ax)['MobileNetV2'].get_ydata()) == pytest.approx([41.0, 42.0, 46.0])
+  [bar_t2, bar_t6] = _error_bars(final_ax)
+  assert bar_t2 == pytest.approx((2.0, 42.0 - HALF_WIDTH_3_SEEDS, 42.0 + HALF_WIDTH_3_SEEDS))
+  assert bar_t6 == pytest.approx((6.0, 46.0 - HALF_WIDTH_3_SEEDS, 46.0 + HALF_WIDTH_3_SEEDS))
+  assert list(_lines(final_ax)[figures.SINGLE_RUN_LABEL].get_xdata()) == [1.0]
+  assert set(_lines(curves_ax)) == {'t = 1', 't = 2', 't = 6'}
+
+
+def test_figures_render_with_three_seeds(three_seed_workroot, tmp_path):
+  out = tmp_path / 'figures'
+  assert figures.main(['--workroot', str(three_seed_workroot), '--out', str(out)]) == 0
+  assert sorted(path.name for path in out.glob('*.png')) == [
+      'expansion.png', 'figure5.png', 'figure6a.png']
 
 
 def test_figures_cli_writes_png_and_pdf_for_the_sweeps_it_has(workroot, tmp_path):
