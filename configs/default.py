@@ -143,16 +143,23 @@ PLATEAU_VARIANTS = {
                                             'model.zero_init_classifier': True},
     'full_image_crop': {'data.min_crop_area': 1.0},
     'no_smoothing_no_dropout': {'optimizer.label_smoothing': 0.0, 'model.dropout_rate': 0.0},
+    # Without the plateau, can the learning rate go back up?
+    'zero_residual_and_classifier_lr2x': {'model.zero_init_residual': True,
+                                          'model.zero_init_classifier': True,
+                                          'optimizer.base_learning_rate': 0.0015},
+    'zero_residual_and_classifier_lr4x': {'model.zero_init_residual': True,
+                                          'model.zero_init_classifier': True,
+                                          'optimizer.base_learning_rate': 0.003},
 }
+OFFICIAL_INIT = {'model.kernel_init': 'truncated_normal', 'model.zero_init_residual': False,
+                 'model.zero_init_classifier': False}
 CPU_PLATEAU = {'train.num_steps': 800, 'train.eval_every_steps': 100,
                'train.checkpoint_every_steps': 400}
 
 
 def sweep_plateau(add):
-  official_init = {'model.kernel_init': 'truncated_normal', 'model.zero_init_residual': False,
-                   'model.zero_init_classifier': False}
   for name, changes in PLATEAU_VARIANTS.items():
-    add(name, {**CPU_PLATEAU, **official_init, **changes})
+    add(name, {**CPU_PLATEAU, **OFFICIAL_INIT, **changes})
 
 
 SWEEPS = {'fig5': sweep_fig5, 'expansion': sweep_expansion,
