@@ -43,7 +43,7 @@ METRICS_FILE = 'metrics.jsonl'
 FINAL_METRICS_FILE = 'final_metrics.json'
 MANIFEST_FILE = 'manifest.json'
 RUN_FILES = (CONFIG_FILE, RUN_INFO_FILE, METRICS_FILE, FINAL_METRICS_FILE)
-SKIPPED_DIRS = ('checkpoints', 'tensorboard')
+SKIPPED_DIRS = ('checkpoints', 'tensorboard', 'compilation_cache')
 # launch.sweep --seeds puts seed k of run R in R/seed<k>.
 SEEDED_NAME = re.compile(r'(?P<configuration>.+)/seed(?P<seed>\d+)')
 

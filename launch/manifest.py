@@ -39,6 +39,8 @@ FINAL_METRICS_FILE = 'final_metrics.json'
 LOG_FILE = 'launch.log'
 STATUSES = ('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted')
 SEED_DIR_PREFIX = 'seed'  # a seeded run's workdir is <run>/seed<k>
+COMPILATION_CACHE_DIR = 'compilation_cache'  # below the workroot, beside the sweeps
+USE_DEFAULT_CACHE = 'default'  # build_manifest's compilation_cache: WORKROOT/compilation_cache
 
 
 def now() -> str:
@@ -202,9 +204,16 @@ def resolve_workroot(workroot: str) -> str:
   return workroot if '://' in workroot else str(pathlib.Path(workroot).resolve())
 
 
-def main_command(python: str, config: str, workdir: str, overrides: Mapping[str, Any]) -> str:
+def main_command(python: str, config: str, workdir: str, overrides: Mapping[str, Any],
+                 compilation_cache: Optional[str] = None) -> str:
+  cache_flags = [f'--compilation_cache={compilation_cache}'] if compilation_cache else []
   return shlex.join([python, '-m', MAIN_MODULE, '--config', config, '--workdir', workdir,
-                     *override_flags(overrides)])
+                     *cache_flags, *override_flags(overrides)])
+
+
+def default_compilation_cache(workroot: str) -> str:
+  """WORKROOT/compilation_cache: shared by every run, seed and resume of the workroot's sweeps."""
+  return os.path.join(workroot, COMPILATION_CACHE_DIR)
 
 
 def is_finished(workdir: str) -> bool:
@@ -230,6 +239,7 @@ def _varied_fields(overrides_of_runs: Sequence[Mapping[str, Any]]) -> set[str]:
 def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
                    python: str = sys.executable, extra_overrides: Sequence[str] = (),
                    only: Sequence[str] = (), seeds: Sequence[int] = (),
+                   compilation_cache: Optional[str] = USE_DEFAULT_CACHE,
                    repo_dir: pathlib.Path = REPO_ROOT) -> dict:
   """Expands `sweep` of config file `config` into a manifest dict (nothing is written).
 
@@ -240,6 +250,9 @@ def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
     empty keeps all.
   seeds: one run per seed and run, '<run>/seed<k>' with config.seed = k (see
     `with_seeds`); empty keeps the runs as the sweep defines them.
+  compilation_cache: the directory of JAX's persistent compilation cache that
+    every run's command names (`mnv2_jax.compilation_cache`): by default
+    WORKROOT/compilation_cache, None for no cache.
   """
   config_path, arg = split_config_arg(config)
   module = load_config_module(config_path)
@@ -253,6 +266,8 @@ def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
   extra = parse_set(extra_overrides)
   extra = {key: _typed(base_config, key, value) for key, value in extra.items()}
   workroot = resolve_workroot(workroot)
+  if compilation_cache == USE_DEFAULT_CACHE:
+    compilation_cache = default_compilation_cache(workroot)
   command_config = config_for_command(config_path, arg, repo_dir)
   expanded = expand_sweep(sweeps[sweep], sweep)
   varied = _varied_fields([overrides for _, overrides in expanded])
@@ -275,7 +290,7 @@ def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
         'name': name,
         'overrides': overrides,
         'workdir': workdir,
-        'command': main_command(python, command_config, workdir, overrides),
+        'command': main_command(python, command_config, workdir, overrides, compilation_cache),
         'status': 'finished' if is_finished(workdir) else 'pending',
     })
   if not runs:
@@ -286,6 +301,7 @@ def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
       'backend': backend,
       'workroot': workroot,
       'repo_dir': str(repo_dir),
+      'compilation_cache': compilation_cache,
       'created': now(),
       'runs': runs,
   }

@@ -63,6 +63,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument('--seeds', metavar='K,K,...',
                       help='run every run once per seed, in <run>/seed<k> with '
                       'config.seed=k, e.g. --seeds 0,1,2')
+  parser.add_argument('--compilation-cache', default=manifest_lib.USE_DEFAULT_CACHE,
+                      metavar='DIR',
+                      help='JAX persistent compilation cache shared by the runs, so each '
+                      'program compiles once per sweep (default: WORKROOT/compilation_cache; '
+                      "'none' turns it off)")
   parser.add_argument('--only', action='append', default=[], metavar='PATTERN',
                       help="run only names matching this glob, e.g. 'fig5/v2_w0.35_*' or "
                       "'fig5/*/seed0' (repeatable)")
@@ -111,7 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    project=args.project, repo_dir=args.tpu_repo_dir)
     manifest = manifest_lib.build_manifest(
         args.config, args.sweep, args.workroot, args.backend, python=python,
-        extra_overrides=args.set, only=args.only, seeds=seeds)
+        extra_overrides=args.set, only=args.only, seeds=seeds,
+        compilation_cache=None if args.compilation_cache == 'none' else args.compilation_cache)
     if args.backend == 'local':
       if args.dry_run:
         print(json.dumps(manifest, indent=2))

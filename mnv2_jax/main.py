@@ -1,8 +1,11 @@
 """Trains and evaluates MobileNetV2: `python -m mnv2_jax.main --config configs/default.py --workdir DIR`.
 
-Re-running the same command on the same workdir resumes from its latest checkpoint.
-The command restarts itself once with a faster memory allocator (see
-`mnv2_jax/allocator.py`; MNV2_SYSTEM_MALLOC=1 turns that off).
+Re-running the same command on the same workdir resumes from its latest checkpoint;
+while a run uses a workdir, a second one there is refused. A mistake in the
+flags, the config or the paths stops the command before any work with one
+line, `error: ...`, and exit status 2 (`--verbose` adds the traceback; see
+`mnv2_jax/errors.py`). The command restarts itself once with a faster memory
+allocator (see `mnv2_jax/allocator.py`; MNV2_SYSTEM_MALLOC=1 turns that off).
 """
 
 import sys
@@ -14,21 +17,25 @@ if __name__ == '__main__':
   allocator.reexecute_with_fast_allocator()
 
 # pylint: disable=wrong-import-position
+from typing import Optional, Sequence  # noqa: E402
+
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mnv2_jax import checkpoint, train  # noqa: E402
+from mnv2_jax import checkpoint, errors, flag_parsing, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/default.py[:arg].',
                                 lock_config=True)
+flags.DEFINE_bool('verbose', False, errors.VERBOSE_HELP)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise errors.UserError(f'unexpected arguments {argv[1:]}: everything is set with flags, '
+                           f'e.g. --config.train.num_steps=100.')
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except checkpoint.Preempted as e:
@@ -36,5 +43,16 @@ def main(argv):
     sys.exit(143)  # as if SIGTERM had not been caught; re-run the command to resume
 
 
+@errors.command_line
+def run(argv: Optional[Sequence[str]] = None) -> int:
+  """The command: parses `argv` (default: sys.argv[1:]), trains, and exits (SystemExit).
+
+  Returns the exit status (2) instead when the command is refused.
+  """
+  if argv is not None:
+    sys.argv = [sys.argv[0], *argv]  # ml_collections reads the --config.* overrides there
+  app.run(main, argv=sys.argv, flags_parser=flag_parsing.parse)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  sys.exit(run())
