@@ -19,6 +19,8 @@ Robustness:
 - A finalized checkpoint that fails to restore or whose bytes no longer match
   the fingerprint (disk corruption, a half-copied directory) is moved aside to
   WORKDIR/checkpoints_corrupt/ with a warning and the previous one is used.
+- A workdir whose checkpoints hold another model (`check_fits`, before the
+  restore) is refused, rather than taken for corrupt.
 - Preemption: `PreemptionWatcher` turns SIGTERM into a flag checked once per
   step (single process); with several processes JAX's preemption service and
   orbax's `reached_preemption` pick a step that all processes agree on (a
@@ -34,8 +36,11 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
+from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
+
+from mnv2_jax import errors
 
 CHECKPOINT_DIR = 'checkpoints'
 CORRUPT_DIR = 'checkpoints_corrupt'
@@ -47,6 +52,54 @@ class Preempted(Exception):
 
 class CorruptCheckpointError(ValueError):
   """A checkpoint's contents do not match the fingerprint written with it."""
+
+
+class IncompatibleCheckpointError(errors.UserError):
+  """The workdir's checkpoints hold another model (or layout) than the config describes."""
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+  return {'/'.join(str(getattr(key, 'key', getattr(key, 'name', key))) for key in path):
+          tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def check_fits(workdir: str, expected_state: Any) -> None:
+  """Raises IncompatibleCheckpointError if the newest checkpoint in `workdir` holds another model.
+
+  `expected_state` gives the shapes of the state as this run would save it
+  (e.g. `DataParallel.replicated_shapes` of the abstract state); the
+  checkpoint's metadata gives the saved ones, and the params and BN
+  statistics are compared. Without this check the restore of a workdir
+  trained at another width (say) would fail like a corrupt checkpoint: every
+  checkpoint would be set aside and training would start afresh. A newest
+  checkpoint whose metadata cannot be read is left to `restore_latest`'s
+  fallback.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  steps = sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if (
+      os.path.isdir(directory)) else []
+  if not steps:
+    return
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    saved = handler.metadata(epath.Path(directory) / str(steps[-1]) / 'state').tree
+  except Exception:  # pylint: disable=broad-except  # damaged: not this check's business
+    return
+  finally:
+    handler.close()
+  if not (isinstance(saved, dict) and saved.get('params')):
+    return
+  for collection in ('params', 'batch_stats'):
+    there = _shapes_by_path(saved.get(collection, {}))
+    here = _shapes_by_path(getattr(expected_state, collection, {}))
+    difference = next((f'{collection}/{path} is {there.get(path, "missing")} there, '
+                       f'{here.get(path, "missing")} here'
+                       for path in sorted(set(there) | set(here))
+                       if there.get(path) != here.get(path)), None)
+    if difference:
+      raise IncompatibleCheckpointError(
+          f'workdir {workdir} holds checkpoints of another model ({difference}); pass a new '
+          f'--workdir, or the config it was trained with ({workdir}/config.json).')
 
 
 def fingerprint(tree: Any) -> str:

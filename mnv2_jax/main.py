@@ -22,12 +22,15 @@ from typing import Optional, Sequence  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mnv2_jax import checkpoint, errors, flag_parsing, train  # noqa: E402
+from mnv2_jax import checkpoint, compilation_cache, errors, flag_parsing, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/default.py[:arg].',
                                 lock_config=True)
+flags.DEFINE_string('compilation_cache', None,
+                    'Directory of JAX\'s persistent compilation cache (see '
+                    'mnv2_jax/compilation_cache.py); launch.sweep passes one per workroot.')
 flags.DEFINE_bool('verbose', False, errors.VERBOSE_HELP)
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -36,6 +39,7 @@ def main(argv):
   if len(argv) > 1:
     raise errors.UserError(f'unexpected arguments {argv[1:]}: everything is set with flags, '
                            f'e.g. --config.train.num_steps=100.')
+  compilation_cache.enable(FLAGS.compilation_cache)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except checkpoint.Preempted as e:

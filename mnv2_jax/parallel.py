@@ -108,6 +108,12 @@ class DataParallel:
 
   # --- placement ---------------------------------------------------------
 
+  def replicated_shapes(self, tree: Any) -> Any:
+    """The shapes and dtypes `replicate` gives `tree`, without placing anything."""
+    leading = (self.num_local_devices,) if self.strategy == 'pmap' else ()
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(leading + tuple(np.shape(x)), x.dtype),
+                        tree)
+
   def replicate(self, tree: Any) -> Any:
     """Puts a host (or single-device) pytree on every device as replicated state."""
     if self.strategy == 'pmap':

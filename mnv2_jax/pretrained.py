@@ -120,11 +120,13 @@ def load_model_config(directory: str | os.PathLike) -> dict[str, Any]:
             if os.path.isdir(os.path.join(directory, 'checkpoints')) else '')
     raise ValueError(f'{directory} is not a pretrained checkpoint: it needs {MODEL_CONFIG_FILE} '
                      f'and {VARIABLES_DIR}/{hint}.')
-  with open(os.path.join(directory, MODEL_CONFIG_FILE)) as f:
-    try:
-      model_config = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{directory}/{MODEL_CONFIG_FILE} is not valid JSON: {e}.') from e
+  try:
+    with open(os.path.join(directory, MODEL_CONFIG_FILE), 'rb') as f:
+      model_config = json.loads(f.read())
+  except OSError as e:
+    raise ValueError(f'{directory}/{MODEL_CONFIG_FILE} cannot be read ({e.strerror}).') from e
+  except ValueError as e:  # not JSON, or not text at all
+    raise ValueError(f'{directory}/{MODEL_CONFIG_FILE} is not valid JSON: {e}.') from e
   if not isinstance(model_config, dict):
     raise ValueError(f'{directory}/{MODEL_CONFIG_FILE} must hold a JSON object.')
   validate_model_config(model_config)
@@ -140,11 +142,19 @@ def load_pretrained(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
   model_config = load_model_config(directory)
   path = os.path.join(os.path.abspath(os.fspath(directory)), VARIABLES_DIR)
   checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path).item_metadata
-  # Restore as numpy: no dependence on the device layout of the writer.
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree)
-  variables = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  checkpointer.close()
+  try:
+    metadata = checkpointer.metadata(path).item_metadata
+    # Restore as numpy: no dependence on the device layout of the writer.
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                metadata.tree)
+    variables = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  except Exception as e:  # pylint: disable=broad-except
+    # Missing or truncated files (an interrupted copy) fail in many ways inside orbax.
+    reason = (str(e).strip().splitlines() or [''])[0][:200]
+    raise ValueError(f'{path} cannot be read ({type(e).__name__}: {reason}): the pretrained '
+                     f'directory is incomplete or damaged; copy or convert it again.') from e
+  finally:
+    checkpointer.close()
   _validate_variables(variables)
   return variables, model_config
 

@@ -130,6 +130,22 @@ def test_partially_written_checkpoint_is_ignored(tmp_path):
   assert not os.path.exists(partial)  # cleaned up on start
 
 
+def test_a_workdir_of_another_model_is_refused_and_nothing_is_set_aside(tmp_path):
+  _save_steps(tmp_path, range(1, 5))
+  checkpoint.check_fits(str(tmp_path), _state(0))  # the same model
+  wider = _state(0).replace(params={'conv': {'kernel': jnp.zeros((3, 3, 2, 8))},
+                                    'bn': {'scale': jnp.ones(8)}})
+  with pytest.raises(checkpoint.IncompatibleCheckpointError,
+                     match=r'params/bn/scale is \(4,\) there, \(8,\) here'):
+    checkpoint.check_fits(str(tmp_path), wider)
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), save_every_steps=2, keep=3)
+  assert checkpointer.all_steps() == [2, 4]
+  checkpointer.close()
+  # Metadata that cannot be read is a damaged checkpoint: restore_latest's fallback handles it.
+  os.remove(os.path.join(tmp_path, checkpoint.CHECKPOINT_DIR, '4', 'state', '_METADATA'))
+  checkpoint.check_fits(str(tmp_path), wider)
+
+
 def test_fingerprint_changes_with_any_bit():
   state = _state(1)
   flipped = state.replace(params={'conv': {'kernel': state.params['conv']['kernel'].at[

@@ -28,6 +28,7 @@ from mnv2_jax.data import procedural_shapes  # registers the builder
 from mnv2_jax.data.config import get_data_config
 from mnv2_jax.data.datasets import DatasetInfo
 from mnv2_jax.data.datasets import get_dataset_info
+from mnv2_jax.data.datasets import needs_preparing
 from mnv2_jax.data.datasets import validate_data_config
 from mnv2_jax.data.input_pipeline import create_eval_iterator
 from mnv2_jax.data.input_pipeline import create_train_iterator
@@ -38,5 +39,6 @@ __all__ = [
     'create_train_iterator',
     'get_data_config',
     'get_dataset_info',
+    'needs_preparing',
     'validate_data_config',
 ]

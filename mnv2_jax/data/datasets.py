@@ -84,12 +84,19 @@ def _image_folder_builder(root_dir: str):
   return tfds.folder_dataset.ImageFolder(os.path.expanduser(root_dir))
 
 
+def _needs_preparing(builder: tfds.core.DatasetBuilder) -> bool:
+  return not (is_image_folder(builder) or _tfds_mocked() or builder.is_prepared())
+
+
 def prepare(builder: tfds.core.DatasetBuilder) -> None:
   """Renders the built-in dataset (or prepares a manual-download one) once."""
-  if is_image_folder(builder) or _tfds_mocked():
-    return
-  if not builder.is_prepared():
+  if _needs_preparing(builder):
     builder.download_and_prepare()
+
+
+def needs_preparing(data_config: ml_collections.ConfigDict) -> bool:
+  """Whether `get_dataset_info` will first prepare the dataset (render, download, extract)."""
+  return _needs_preparing(get_builder(data_config))
 
 
 def resolve_eval_split(data_config, builder=None) -> str:
@@ -142,19 +149,32 @@ def _check_positive_int(name: str, value, *divisors: tuple[str, int]) -> None:
           f'--config.data.{name}={max(divisor, value // divisor * divisor)}.')
 
 
+def similar_dataset_names(name: str, known: list[str]) -> list[str]:
+  """Up to three of `known` that `name` may mean, the likeliest first.
+
+  A name that a known one extends by a version number comes first
+  ('imagenet' -> 'imagenet2012', 'cifar' -> 'cifar10'), then the closest by
+  spelling (which would rank 'imagenette' above 'imagenet2012').
+  """
+  versioned = sorted((other for other in known
+                      if other.startswith(name) and other[len(name):].isdigit()), key=len)
+  close = difflib.get_close_matches(name, known, n=3)
+  return list(dict.fromkeys(versioned + close))[:3]
+
+
 def _check_known_dataset(dataset: str) -> None:
   if dataset in (BUILT_IN_DATASET, IMAGE_FOLDER_DATASET):
     return
   known = tfds.list_builders(with_community_datasets=False)
   if _base_name(dataset) in known:
     return
-  close = difflib.get_close_matches(_base_name(dataset),
-                                    known + [BUILT_IN_DATASET], n=3)
+  close = similar_dataset_names(_base_name(dataset), known + [BUILT_IN_DATASET])
   hint = f'did you mean {" or ".join(map(repr, close))}? ' if close else ''
   raise ValueError(
-      f'Unknown dataset {dataset!r}: {hint}Set data.dataset to a TFDS name '
-      f'(see `tfds.list_builders()`), {BUILT_IN_DATASET!r} (built in) or '
-      f'{IMAGE_FOLDER_DATASET!r} with data.image_folder.')
+      f'data.dataset={dataset!r} is not a known dataset: {hint}Set '
+      f'--config.data.dataset to a TFDS name (see `tfds.list_builders()`), '
+      f'{BUILT_IN_DATASET!r} (built in) or {IMAGE_FOLDER_DATASET!r} with '
+      f'data.image_folder.')
 
 
 def _check_image_folder(data_config) -> None:

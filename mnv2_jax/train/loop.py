@@ -5,12 +5,13 @@ progress bar); the arithmetic is in `train.step` (per-device steps),
 `train.optimizer` (the paper's recipe) and `parallel` (the data-parallel
 wrapper). Workdir layout (see notes in the README):
 
-  WORKDIR/config.json          the full config (process 0, at start)
+  WORKDIR/config.json          the full config (process 0, once the state is ready)
   WORKDIR/run_info.json        model, counts (params, MAdds), devices, steps
   WORKDIR/metrics.jsonl        one JSON line per logged step / evaluation
   WORKDIR/final_metrics.json   written when the run completes
   WORKDIR/checkpoints/         orbax checkpoints (see `mnv2_jax.checkpoint`)
   WORKDIR/tensorboard/         TensorBoard events
+  WORKDIR/run.lock             held while a run uses the workdir (see `mnv2_jax.workdir_lock`)
 
 Re-running on the same workdir resumes from the newest readable checkpoint,
 bitwise identically on CPU: the state (incl. EMA and optimizer), the base RNG
@@ -20,8 +21,11 @@ config and code only: resuming with a config that differs from the workdir's
 config.json logs a warning naming the changed fields.
 
 Every config value is checked (`validate_config`, `data.validate_data_config`,
-the pretrained model description) before anything is compiled. The training
-loss is read back on the host one step behind the device (so the host never
+the pretrained model description) before anything is compiled, and the
+workdir's checkpoints and the pretrained weights are checked against the model
+before anything in the workdir is written: a mistake is one `errors.UserError`
+line, and a workdir of another model is refused rather than started afresh.
+The training loss is read back on the host one step behind the device (so the host never
 stalls the device queue): a non-finite loss stops the run within one step of
 its appearance, before any checkpoint of the broken state is written.
 """
@@ -45,11 +49,13 @@ import tqdm
 from mnv2_jax import allocator
 from mnv2_jax import checkpoint as checkpoint_lib
 from mnv2_jax import data
+from mnv2_jax import errors
 from mnv2_jax import metrics as metrics_lib
 from mnv2_jax import models
 from mnv2_jax import parallel
 from mnv2_jax import pretrained
 from mnv2_jax import stats
+from mnv2_jax import workdir_lock
 from mnv2_jax.models import architecture
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS
 from mnv2_jax.models.layers import KERNEL_INITS
@@ -160,18 +166,49 @@ def _check_init_from(config: ml_collections.ConfigDict, num_classes: int) -> Opt
 # State initialisation
 
 
-def _pretrained_state(directory: str, abstract_state: state_lib.TrainState,
-                      fresh_state_fn, num_classes: int) -> state_lib.TrainState:
-  """A step-0 state holding the weights of a pretrained directory (on the host).
+def _load_pretrained(directory: str, abstract_state: state_lib.TrainState,
+                     num_classes: int) -> tuple[dict, dict]:
+  """The weights of a pretrained directory as flat host dicts, checked against the model.
+
+  Returns ({'params': {path: array}, 'batch_stats': {...}}, model_config). A
+  checkpoint with another number of classes is fine-tuned with a new
+  classifier (`_pretrained_state`), so its classifier is not compared.
+  Raises UserError for an unreadable directory or weights of other shapes.
+  """
+  with errors.user_input():
+    variables, model_config = pretrained.load_pretrained(directory)
+  loaded = {'params': traverse_util.flatten_dict(variables['params']),
+            'batch_stats': traverse_util.flatten_dict(variables['batch_stats'])}
+  new_classifier = model_config['num_classes'] != num_classes
+  for name in ('params', 'batch_stats'):
+    wanted = traverse_util.flatten_dict(getattr(abstract_state, name))
+    new = loaded[name]
+    if new_classifier:
+      wanted, new = ({path: value for path, value in tree.items() if path[0] != 'classifier'}
+                     for tree in (wanted, new))
+    if set(wanted) != set(new):
+      differing = sorted(set(wanted) ^ set(new))[0]
+      raise errors.UserError(f'init_from {directory} does not match the model: {name} entry '
+                             f'{"/".join(differing)} is in only one of them.')
+    for path, value in wanted.items():
+      if tuple(value.shape) != np.shape(new[path]):
+        raise errors.UserError(f'init_from {directory} does not match the model: {name}/'
+                               f'{"/".join(path)} has shape {np.shape(new[path])}, the model '
+                               f'{tuple(value.shape)}.')
+  return loaded, model_config
+
+
+def _pretrained_state(directory: str, loaded: dict, model_config: dict,
+                      abstract_state: state_lib.TrainState, fresh_state_fn,
+                      num_classes: int) -> state_lib.TrainState:
+  """A step-0 state holding the weights `_load_pretrained` returned (on the host).
 
   A checkpoint with a different number of classes gets a freshly initialised
   classifier (fine-tuning on a new label set); only then is the network
   initialised. The EMA starts equal to the loaded weights and the optimizer
   state starts afresh.
   """
-  variables, model_config = pretrained.load_pretrained(directory)
-  loaded = {'params': traverse_util.flatten_dict(variables['params']),
-            'batch_stats': traverse_util.flatten_dict(variables['batch_stats'])}
+  loaded = dict(loaded)
   if model_config['num_classes'] != num_classes:
     logging.warning('init_from %s has %d classes, the dataset %d: re-initialising the '
                     'classifier for fine-tuning.', directory, model_config['num_classes'],
@@ -179,18 +216,6 @@ def _pretrained_state(directory: str, abstract_state: state_lib.TrainState,
     fresh = traverse_util.flatten_dict(jax.device_get(fresh_state_fn().params))
     loaded['params'] = {path: (fresh[path] if path[0] == 'classifier' else value)
                         for path, value in loaded['params'].items()}
-  for name in ('params', 'batch_stats'):
-    wanted = traverse_util.flatten_dict(getattr(abstract_state, name))
-    new = loaded[name]
-    if set(wanted) != set(new):
-      differing = sorted(set(wanted) ^ set(new))[0]
-      raise ValueError(f'init_from {directory} does not match the model: {name} entry '
-                       f'{"/".join(differing)} is in only one of them.')
-    for path, value in wanted.items():
-      if tuple(value.shape) != np.shape(new[path]):
-        raise ValueError(f'init_from {directory} does not match the model: {name}/'
-                         f'{"/".join(path)} has shape {np.shape(new[path])}, the model '
-                         f'{tuple(value.shape)}.')
   params, batch_stats = (
       jax.tree.map(lambda x, like: np.asarray(x, like.dtype),
                    traverse_util.unflatten_dict(loaded[name]), getattr(abstract_state, name))
@@ -314,94 +339,147 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def _check_workdir_path(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'workdir {workdir} exists and is not a directory; pass --workdir a new '
+                     f'or an existing directory.')
+
+
+def _lock_workdir(workdir: str) -> workdir_lock.WorkdirLock:
+  """Locks `workdir` for this run (process 0 for the job); every process learns the outcome.
+
+  Raises UserError on every process when the workdir is in use (or cannot be
+  created), so that a refused multi-host job stops everywhere instead of
+  leaving its other processes waiting for process 0.
+  """
+  lock = workdir_lock.WorkdirLock(workdir)
+  refusal = None
+  if jax.process_index() == 0:
+    try:
+      killed = lock.acquire()
+    except errors.UserError as error:
+      refusal = error
+    else:
+      if killed:
+        logging.warning('Taking over workdir %s from a run that ended without releasing it '
+                        '(%s): it was killed.', workdir, workdir_lock.describe(killed))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)))
+    if refused and refusal is None:
+      refusal = errors.UserError(f'process 0 could not lock workdir {workdir}; its error line '
+                                 f'says why.')
+  if refusal is not None:
+    raise refusal
+  return lock
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
   """Trains (or, with config.eval_only, evaluates) as described by `config`; writes `workdir`.
 
   Returns the final training state (replicated on the devices).
-  Raises ValueError for an invalid config (before compiling anything),
-  NonFiniteLossError when the loss diverges, checkpoint.Preempted after a
-  SIGTERM-triggered save.
+  Raises errors.UserError (a ValueError) for an invalid config, data, init_from
+  or workdir: before anything is compiled, and before anything in the workdir
+  is written; NonFiniteLossError when the loss diverges, checkpoint.Preempted
+  after a SIGTERM-triggered save. Holds the workdir's lock (`workdir_lock`)
+  while it runs: a second run on the same workdir is refused.
   """
   start_time = time.time()
   workdir = os.path.abspath(workdir)
-  validate_config(config)
-  _quiet_orbax_info_logs()
-  parallel.initialize_distributed(config)
-  dp = parallel.DataParallel(config.train.parallel_strategy)
-  process_index, process_count = jax.process_index(), jax.process_count()
-  is_primary = process_index == 0
-  data.validate_data_config(config.data, num_devices=dp.num_devices,
-                            process_count=process_count)
-  dataset_info = data.get_dataset_info(config.data)
-  num_classes = dataset_info.num_classes
-  _check_init_from(config, num_classes)
-  if config.eval_only and not (config.init_from or _checkpoint_steps(workdir)):
-    raise ValueError(f'config.eval_only needs weights: set config.init_from to a pretrained '
-                     f'directory or use a workdir with checkpoints ({workdir} has none).')
-
-  global_batch = config.data.batch_size
-  steps_per_epoch = max(1, dataset_info.num_train_examples // global_batch)
-  total_steps = optimizer_lib.total_train_steps(config, steps_per_epoch)
-  resolution = config.data.resolution
-  counts = stats.count_model(
-      config.model.name, config.model.width_multiplier, resolution, num_classes,
-      config.model.expansion_ratio if config.model.name == 'mobilenet_v2' else None)
-  logging.info('%s width %s at %dpx, %d classes: %s parameters (%s without BN), %s MAdds.',
-               config.model.name, config.model.width_multiplier, resolution, num_classes,
-               f'{counts["params"]:,}', f'{counts["params_no_bn"]:,}', f'{counts["madds"]:,}')
-  logging.info('%d devices in %d processes; global batch %d; %d steps per epoch; %d steps.',
-               dp.num_devices, process_count, global_batch, steps_per_epoch, total_steps)
-  if is_primary:
-    _warn_if_config_changed(workdir, config)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
-    metrics_lib.write_json(os.path.join(workdir, RUN_INFO_FILE), {
-        'model': config.model.name,
-        'width_multiplier': config.model.width_multiplier,
-        'resolution': resolution,
-        'expansion_ratio': counts['expansion_ratio'],
-        'params': counts['params'],
-        'params_no_bn': counts['params_no_bn'],
-        'madds': counts['madds'],
-        'num_classes': num_classes,
-        'num_devices': dp.num_devices,
-        'host_allocator': allocator.active_allocator(),
-        'process_count': process_count,
-        'steps_per_epoch': steps_per_epoch,
-        'total_steps': total_steps,
-    })
-
-  # --- state: from the workdir's checkpoint, pretrained, or fresh ------------
-  model = state_lib.create_model(config, num_classes, batch_norm_axis_name=parallel.BATCH_AXIS)
-  learning_rate_fn = optimizer_lib.create_learning_rate_schedule(config, steps_per_epoch)
-  tx = optimizer_lib.create_optimizer(config, steps_per_epoch, learning_rate_fn)
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  fresh_state_fn = functools.partial(state_lib.create_train_state, init_rng, model, tx,
-                                     (1, resolution, resolution, 3))
-  # Shapes only: initialising the network compiles for a while, and is not
-  # needed to restore a checkpoint or to load pretrained weights.
-  abstract_state = jax.eval_shape(fresh_state_fn)
-  base_rng_data = np.asarray(jax.random.key_data(dropout_rng))
-  checkpointer = checkpoint_lib.Checkpointer(
-      workdir, save_every_steps=config.train.checkpoint_every_steps,
-      keep=config.train.keep_checkpoints)
-  writer = None
+  lock = checkpointer = writer = None
   try:
-    start_step, previous_wall_time, restored = 0, 0.0, None
-    if checkpointer.all_steps():
-      template = dp.replicate(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state))
-      restored = checkpointer.restore_latest(template)
-    if restored is not None:
-      state, base_rng_data, meta = restored
-      start_step = int(meta['data_start_step'])
-      previous_wall_time = float(meta.get('wall_time_seconds', 0.0))
-      logging.info('Resuming from step %d.', start_step)
-    elif config.init_from:
-      state = dp.replicate(_pretrained_state(config.init_from, abstract_state, fresh_state_fn,
-                                             num_classes))
-    else:
-      state = dp.replicate(fresh_state_fn())
+    # Until the state is ready: a refused run prints only its error line.
+    with errors.logs_held_back() as show_held_logs:
+      with errors.user_input():
+        validate_config(config)
+        _check_workdir_path(workdir)
+      _quiet_orbax_info_logs()
+      parallel.initialize_distributed(config)
+      dp = parallel.DataParallel(config.train.parallel_strategy)
+      process_index, process_count = jax.process_index(), jax.process_count()
+      is_primary = process_index == 0
+      with errors.user_input():
+        data.validate_data_config(config.data, num_devices=dp.num_devices,
+                                  process_count=process_count)
+        if data.needs_preparing(config.data):
+          show_held_logs()  # preparing takes a while: its log lines show as it goes
+        dataset_info = data.get_dataset_info(config.data)
+        num_classes = dataset_info.num_classes
+        _check_init_from(config, num_classes)
+        if config.eval_only and not (config.init_from or _checkpoint_steps(workdir)):
+          raise ValueError(f'config.eval_only needs weights: set config.init_from to a '
+                           f'pretrained directory or use a workdir with checkpoints '
+                           f'({workdir} has none).')
+
+      global_batch = config.data.batch_size
+      steps_per_epoch = max(1, dataset_info.num_train_examples // global_batch)
+      total_steps = optimizer_lib.total_train_steps(config, steps_per_epoch)
+      resolution = config.data.resolution
+      counts = stats.count_model(
+          config.model.name, config.model.width_multiplier, resolution, num_classes,
+          config.model.expansion_ratio if config.model.name == 'mobilenet_v2' else None)
+      logging.info('%s width %s at %dpx, %d classes: %s parameters (%s without BN), %s MAdds.',
+                   config.model.name, config.model.width_multiplier, resolution, num_classes,
+                   f'{counts["params"]:,}', f'{counts["params_no_bn"]:,}',
+                   f'{counts["madds"]:,}')
+      logging.info('%d devices in %d processes; global batch %d; %d steps per epoch; %d steps.',
+                   dp.num_devices, process_count, global_batch, steps_per_epoch, total_steps)
+
+      model = state_lib.create_model(config, num_classes,
+                                     batch_norm_axis_name=parallel.BATCH_AXIS)
+      learning_rate_fn = optimizer_lib.create_learning_rate_schedule(config, steps_per_epoch)
+      tx = optimizer_lib.create_optimizer(config, steps_per_epoch, learning_rate_fn)
+      init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+      fresh_state_fn = functools.partial(state_lib.create_train_state, init_rng, model, tx,
+                                         (1, resolution, resolution, 3))
+      # Shapes only: initialising the network compiles for a while, and is not
+      # needed to restore a checkpoint or to load pretrained weights.
+      abstract_state = jax.eval_shape(fresh_state_fn)
+      checkpoint_lib.check_fits(workdir, dp.replicated_shapes(abstract_state))
+      pretrained_weights = (_load_pretrained(config.init_from, abstract_state, num_classes)
+                            if config.init_from else None)
+
+      # --- the workdir: locked, then the state from its checkpoint, pretrained, or fresh
+      lock = _lock_workdir(workdir)
+      base_rng_data = np.asarray(jax.random.key_data(dropout_rng))
+      checkpointer = checkpoint_lib.Checkpointer(
+          workdir, save_every_steps=config.train.checkpoint_every_steps,
+          keep=config.train.keep_checkpoints)
+      start_step, previous_wall_time, restored = 0, 0.0, None
+      if checkpointer.all_steps():
+        template = dp.replicate(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                                             abstract_state))
+        restored = checkpointer.restore_latest(template)
+      if restored is not None:
+        state, base_rng_data, meta = restored
+        start_step = int(meta['data_start_step'])
+        previous_wall_time = float(meta.get('wall_time_seconds', 0.0))
+        logging.info('Resuming from step %d.', start_step)
+      elif pretrained_weights is not None:
+        state = dp.replicate(_pretrained_state(config.init_from, *pretrained_weights,
+                                               abstract_state, fresh_state_fn, num_classes))
+      else:
+        state = dp.replicate(fresh_state_fn())
+
+    if is_primary:
+      _warn_if_config_changed(workdir, config)
+      with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+      metrics_lib.write_json(os.path.join(workdir, RUN_INFO_FILE), {
+          'model': config.model.name,
+          'width_multiplier': config.model.width_multiplier,
+          'resolution': resolution,
+          'expansion_ratio': counts['expansion_ratio'],
+          'params': counts['params'],
+          'params_no_bn': counts['params_no_bn'],
+          'madds': counts['madds'],
+          'num_classes': num_classes,
+          'num_devices': dp.num_devices,
+          'host_allocator': allocator.active_allocator(),
+          'process_count': process_count,
+          'steps_per_epoch': steps_per_epoch,
+          'total_steps': total_steps,
+      })
     dropout_rng = jax.random.wrap_key_data(base_rng_data)
     wall_time = lambda: previous_wall_time + time.time() - start_time
 
@@ -427,7 +505,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   finally:
     if writer is not None:
       writer.close()
-    checkpointer.close()
+    if checkpointer is not None:
+      checkpointer.close()
+    if lock is not None:
+      lock.release()
 
 
 def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, steps_per_epoch,
