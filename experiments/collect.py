@@ -25,7 +25,6 @@ fraction of runs that converged. Its status is 'finished' when every run of
 the configuration finished.
 """
 
-import argparse
 import csv
 import json
 import math
@@ -36,6 +35,7 @@ import sys
 from typing import Any, Iterable, Optional, Sequence
 
 from experiments import uncertainty
+from mnv2_jax import errors
 
 CONFIG_FILE = 'config.json'
 RUN_INFO_FILE = 'run_info.json'
@@ -327,9 +327,10 @@ def aggregate_path(out: pathlib.Path) -> pathlib.Path:
   return out.with_name(f'{out.stem}_aggregate{out.suffix or ".csv"}')
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m experiments.collect',
-                                   description=__doc__.split('\n\n')[0])
+  parser = errors.ArgumentParser(prog='python -m experiments.collect',
+                                 description=__doc__.split('\n\n')[0])
   parser.add_argument('--workroot', required=True, help='directory of run workdirs')
   parser.add_argument('--out', help='per-run CSV path (default: WORKROOT/results.csv)')
   parser.add_argument('--aggregate-out',
@@ -339,8 +340,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     rows = collect(args.workroot)
   except ValueError as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+    raise errors.UserError(errors.one_line(error)) from error
   out = pathlib.Path(args.out or pathlib.Path(args.workroot) / 'results.csv')
   write_csv(rows, out)
   finished = sum(row['status'] == 'finished' for row in rows)

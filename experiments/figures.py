@@ -24,7 +24,6 @@ runs without EMA fall back to the raw weights). Unfinished runs are drawn
 from their last eval, with hollow red markers.
 """
 
-import argparse
 import pathlib
 import sys
 from typing import Any, Optional, Sequence
@@ -39,6 +38,7 @@ import numpy as np  # noqa: E402
 
 from experiments import collect  # noqa: E402
 from experiments import uncertainty  # noqa: E402
+from mnv2_jax import errors  # noqa: E402
 from mnv2_jax import reference as reference_tables  # noqa: E402
 
 REFERENCE_DIR = reference_tables.DATA_DIR
@@ -405,9 +405,10 @@ def save_figures(figures: dict[str, Figure], out_dir) -> list[pathlib.Path]:
   return paths
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m experiments.figures',
-                                   description=__doc__.split('\n\n')[0])
+  parser = errors.ArgumentParser(prog='python -m experiments.figures',
+                                 description=__doc__.split('\n\n')[0])
   parser.add_argument('--workroot', required=True, help='directory of run workdirs')
   parser.add_argument('--out', help='output directory (default: WORKROOT/figures)')
   parser.add_argument('--metric', choices=METRICS, default='final_ema_top1')
@@ -419,8 +420,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = collect.collect(args.workroot)
     figures = make_figures(rows, args.metric, args.reference, args.reference_dir)
   except ValueError as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+    raise errors.UserError(errors.one_line(error)) from error
   if not figures:
     print(f'no figure data in {args.workroot} (sweeps fig5, fig6a, fig6b, expansion).')
     return 1

@@ -5,7 +5,10 @@
   checkpoints. So re-running the same launcher command continues a sweep.
 - Each run's stdout and stderr go to WORKDIR/launch.log (appended per attempt).
   A run that exits non-zero is recorded in the manifest as 'failed' with its
-  exit code and the log's last lines; the other runs go on.
+  exit code and the log's last lines; the other runs go on. A run refused
+  because another live process holds its workdir (the same sweep launched
+  twice) is recorded as 'running_elsewhere': mnv2_jax.main never runs one
+  workdir twice at a time (`mnv2_jax.workdir_lock`).
 - Ctrl-C (or SIGTERM to the launcher) sends SIGTERM to every running run, so
   that each saves a checkpoint, waits up to `grace_seconds`, then SIGKILLs what
   is left, marks those runs 'interrupted' and writes the manifest: everything
@@ -24,6 +27,7 @@ import time
 from typing import Any, Callable, MutableMapping, Optional
 
 from launch import manifest as manifest_lib
+from mnv2_jax import workdir_lock
 
 LOG_TAIL_LINES = 30
 POLL_SECONDS = 0.2
@@ -103,6 +107,13 @@ class LocalRunner:
     if exit_code == 0 and manifest_lib.is_finished(run['workdir']):
       run['status'] = 'finished'
       self.echo(f'finished {run["name"]}  ({run["wall_seconds"]:.0f} s)')
+      return
+    holder = workdir_lock.holder(run['workdir']) if exit_code != 0 else None
+    if holder is not None:
+      run['status'] = 'running_elsewhere'
+      run['error'] = f'workdir in use by {workdir_lock.describe(holder)}'
+      self.echo(f'skipped  {run["name"]}  (already running elsewhere: '
+                f'{workdir_lock.describe(holder)})')
       return
     run['status'] = 'failed'
     tail = log_tail(pathlib.Path(run['log']), start=run.get('log_offset', 0))

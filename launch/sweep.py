@@ -39,12 +39,13 @@ from launch import local
 from launch import manifest as manifest_lib
 from launch import slurm
 from launch import tpu
+from mnv2_jax import errors
 
 BACKENDS = ('local', 'slurm', 'tpu')
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = errors.ArgumentParser(
       prog='python -m launch.sweep', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True,
@@ -96,6 +97,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   python = args.python or (sys.executable if args.backend == 'local' else 'python3')
@@ -128,8 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return slurm.submit(manifest, slurm_options, dry_run=args.dry_run)
     return tpu.launch(manifest, tpu_options, dry_run=args.dry_run)
   except ValueError as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+    raise errors.UserError(errors.one_line(error)) from error
 
 
 if __name__ == '__main__':

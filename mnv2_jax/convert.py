@@ -43,10 +43,12 @@ import dataclasses
 import json
 import os
 import re
+import sys
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from mnv2_jax import errors
 from mnv2_jax import pretrained
 from mnv2_jax.models import architecture
 
@@ -460,7 +462,7 @@ def convert(width_multiplier: float = 1.0, resolution: int = 224, weights: str =
 # Command line.
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = errors.ArgumentParser(
       prog='python -m mnv2_jax.convert',
       description='Convert Keras MobileNetV2 weights into a pretrained checkpoint for mnv2_jax.')
   parser.add_argument('--from', dest='source_format', choices=['keras'], default='keras',
@@ -478,17 +480,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> None:
   args = parse_args(argv)
   out = os.path.abspath(args.out)
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise errors.UserError(f'--out {out} is a file; pass a new or empty directory.')
   if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
-    raise SystemExit(f'error: {out} already exists and is not empty; pass --overwrite to '
-                     f'replace it.')
+    raise errors.UserError(f'--out {out} already exists and is not empty; pass --overwrite to '
+                           f'replace it.')
   try:
     variables, model_config = convert(args.width, args.resolution, args.weights,
                                       args.num_classes)
   except (ValueError, RuntimeError) as e:
-    raise SystemExit(f'error: {e}') from e
+    # ValueError: the request or the weights file; RuntimeError: no way to download
+    # Keras' weights (its message says how to get them).
+    raise errors.UserError(errors.one_line(e)) from e
   pretrained.save_pretrained(out, variables, model_config, overwrite=args.overwrite)
   print(f'Wrote {out}: MobileNetV2 width {model_config["width_multiplier"]} at '
         f'{model_config["resolution"]}px, {model_config["num_classes"]} classes, '
@@ -496,4 +503,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

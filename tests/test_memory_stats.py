@@ -99,6 +99,6 @@ def test_memory_command_prints_json_rows(capsys):
     (['--dtype', 'float16'], 'invalid choice'),
 ])
 def test_memory_command_rejects_bad_flags(capsys, flags, message):
-  with pytest.raises(SystemExit):
-    stats_cli.main(['--memory', '--latency-runs', '0'] + flags)
-  assert message in capsys.readouterr().err
+  assert stats_cli.main(['--memory', '--latency-runs', '0'] + flags) == 2
+  [line] = capsys.readouterr().err.splitlines()
+  assert line.startswith('error: ') and message in line

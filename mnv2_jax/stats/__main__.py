@@ -7,6 +7,14 @@
 One row per (width, resolution) combination; `--json` prints a JSON list of
 the `count_model` dicts (exact integers) instead of the table.
 
+  python -m mnv2_jax.stats --model ssdlite_mobilenet_v2 --resolution 320 \
+      --num-classes 80 [--head ssd|ssdlite] [--json]
+
+The detectors (also `ssdlite_mobilenet_v1`; paper Tables 5 and 6): params and
+MAdds of the backbone, the extra layers and the predictors, and in total
+(`mnv2_jax/stats/detection.py`, which also says which reading makes each
+printed figure).
+
   python -m mnv2_jax.stats --memory --width 1.0 --resolution 224 --split 1,2,4,8 \
       [--dtype float32|bfloat16] [--batch-size 1] [--latency-runs 20] [--json]
 
@@ -21,8 +29,9 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from mnv2_jax.models import architecture
-from mnv2_jax.stats import counts
+from mnv2_jax import errors
+from mnv2_jax.models import architecture, ssdlite_architecture
+from mnv2_jax.stats import counts, detection
 
 
 def _comma_separated(parse, what: str):
@@ -36,17 +45,23 @@ def _comma_separated(parse, what: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = errors.ArgumentParser(
       prog='python -m mnv2_jax.stats',
       description='Analytic parameter and multiply-add counts of MobileNetV2/V1, '
                   'computed from the architecture table without building the network.')
-  parser.add_argument('--model', default='mobilenet_v2', choices=counts.MODEL_NAMES)
+  parser.add_argument('--model', default='mobilenet_v2',
+                      choices=counts.MODEL_NAMES + detection.MODEL_NAMES)
   parser.add_argument('--width', type=_comma_separated(float, 'numbers'), default=[1.0],
                       help='width multipliers, e.g. 0.35,0.5,0.75,1.0,1.4')
-  parser.add_argument('--resolution', type=_comma_separated(int, 'integers'), default=[224],
-                      help='input resolutions, e.g. 96,128,160,192,224')
-  parser.add_argument('--num-classes', type=int, default=1000,
-                      help='classifier outputs (the official checkpoints use 1001)')
+  parser.add_argument('--resolution', type=_comma_separated(int, 'integers'), default=None,
+                      help='input resolutions, e.g. 96,128,160,192,224 (default 224; '
+                           f'{detection.DEFAULT_RESOLUTION} for the detectors)')
+  parser.add_argument('--num-classes', type=int, default=None,
+                      help='classifier outputs (default 1000; the official checkpoints use '
+                           f'1001); object classes of a detector, without the background '
+                           f'(default {detection.DEFAULT_NUM_CLASSES})')
+  parser.add_argument('--head', choices=ssdlite_architecture.HEADS, default=None,
+                      help="detectors only: 'ssdlite' (default) or 'ssd' (paper Table 5)")
   parser.add_argument('--expansion-ratio', type=float, default=None,
                       help=f'MobileNetV2 expansion ratio t (default '
                            f'{counts.DEFAULT_EXPANSION_RATIO}); not valid for mobilenet_v1')
@@ -90,7 +105,32 @@ def format_table(rows: Sequence[dict]) -> str:
       for line in lines)
 
 
+def with_model_defaults(args: argparse.Namespace) -> argparse.Namespace:
+  """Fills the flags whose default depends on the model: resolution and class count."""
+  is_detector = args.model in detection.MODEL_NAMES
+  if args.resolution is None:
+    args.resolution = [detection.DEFAULT_RESOLUTION if is_detector else 224]
+  if args.num_classes is None:
+    args.num_classes = detection.DEFAULT_NUM_CLASSES if is_detector else 1000
+  return args
+
+
+def detection_report(args: argparse.Namespace) -> str:
+  """Per-part counts of SSD/SSDLite detectors (`mnv2_jax/stats/detection.py`)."""
+  if args.expansion_ratio is not None:
+    raise ValueError('--expansion-ratio applies to the classifiers only; drop it for '
+                     f'{args.model}.')
+  rows = [detection.count_detection_model(args.model, width, resolution, args.num_classes,
+                                          args.head or 'ssdlite')
+          for width in args.width for resolution in args.resolution]
+  return json.dumps(rows, indent=1) if args.json else detection.format_table(rows)
+
+
 def accounting_report(args: argparse.Namespace) -> str:
+  if args.model in detection.MODEL_NAMES:
+    return detection_report(args)
+  if args.head is not None:
+    raise ValueError(f'--head applies to the detectors {list(detection.MODEL_NAMES)} only.')
   if args.model == 'mobilenet_v1' and args.expansion_ratio is not None:
     raise ValueError('--expansion-ratio applies to mobilenet_v2 only; drop it for mobilenet_v1.')
   rows = count_rows(args)
@@ -115,18 +155,18 @@ def memory_report(args: argparse.Namespace) -> str:
   return '\n\n'.join(tables + [memory.format_memory_rows(rows)])
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Parses `argv` (default sys.argv[1:]) and prints the report of the chosen mode.
 
   Each mode is a function from the parsed flags to the text it prints; a new
-  mode adds its flags in `build_parser` and one branch here.
+  mode adds its flags in `build_parser` and one branch here. A bad flag value
+  is one `error:` line and exit status 2.
   """
   parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
+  args = with_model_defaults(parser.parse_args(argv))
+  with errors.user_input():  # the modes' checks of the flag values
     report = memory_report(args) if args.memory else accounting_report(args)
-  except ValueError as error:
-    parser.error(str(error))  # One line naming the bad flag value; exits with status 2.
   print(report)
   return 0
 
