@@ -23,7 +23,6 @@ The accuracy is PRIMARY_METRIC, the EMA weights' final top-1 (the released
 checkpoints' convention); unfinished and failed runs are left out and counted.
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -36,6 +35,7 @@ import numpy as np
 from configs.sweeps import format_width
 from experiments import collect
 from experiments import uncertainty
+from mnv2_jax import errors
 
 PRIMARY_METRIC = 'final_ema_top1'
 
@@ -461,9 +461,10 @@ def to_json(report: dict[str, Any], workroot: str) -> dict[str, Any]:
   }
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m experiments.claims',
-                                   description=__doc__.split('\n\n')[0])
+  parser = errors.ArgumentParser(prog='python -m experiments.claims',
+                                 description=__doc__.split('\n\n')[0])
   parser.add_argument('--workroot', required=True, help='directory of run workdirs')
   parser.add_argument('--out', help='Markdown report (default: WORKROOT/CLAIMS.md); the JSON '
                       'goes next to it with the same stem')
@@ -471,8 +472,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     rows = collect.collect(args.workroot)
   except ValueError as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+    raise errors.UserError(errors.one_line(error)) from error
   report = evaluate(rows)
   if not report['runs_used']:
     print(f'error: no finished runs in {args.workroot}.', file=sys.stderr)

@@ -3,7 +3,7 @@
 Real subprocesses of `python -m mnv2_jax.main`, as a user would run them: an
 uninterrupted run, a run killed with SIGKILL (no chance to clean up) at
 whatever step it reached after its first checkpoint, and the same command
-re-run on its workdir. All saved leaves (params, BN statistics, optimizer
+re-run on its workdir, which takes over the killed run's workdir lock. All saved leaves (params, BN statistics, optimizer
 state, EMA copies, step) of the final checkpoints must have the same bytes.
 
 The runs share a persistent compilation cache, so only the first one compiles
@@ -112,6 +112,7 @@ def test_run_killed_after_a_checkpoint_and_restarted_ends_bitwise_identical(tmp_
   assert not os.path.exists(os.path.join(interrupted, 'final_metrics.json'))
 
   log = _run(_command(interrupted, data_dir), env)
+  assert 'Taking over workdir' in log and 'it was killed' in log  # its lock was left behind
   assert f'Resuming from step {killed_at}' in log
   assert os.path.exists(os.path.join(interrupted, 'final_metrics.json'))
 

@@ -436,8 +436,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       # needed to restore a checkpoint or to load pretrained weights.
       abstract_state = jax.eval_shape(fresh_state_fn)
       checkpoint_lib.check_fits(workdir, dp.replicated_shapes(abstract_state))
-      pretrained_weights = (_load_pretrained(config.init_from, abstract_state, num_classes)
-                            if config.init_from else None)
+      load_pretrained = functools.partial(_load_pretrained, config.init_from, abstract_state,
+                                          num_classes)
+      # Read and checked before the workdir is touched, unless a checkpoint replaces them.
+      pretrained_weights = (load_pretrained() if config.init_from and
+                            not _checkpoint_steps(workdir) else None)
 
       # --- the workdir: locked, then the state from its checkpoint, pretrained, or fresh
       lock = _lock_workdir(workdir)
@@ -455,7 +458,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         start_step = int(meta['data_start_step'])
         previous_wall_time = float(meta.get('wall_time_seconds', 0.0))
         logging.info('Resuming from step %d.', start_step)
-      elif pretrained_weights is not None:
+      elif config.init_from:
+        if pretrained_weights is None:  # every checkpoint turned out unreadable
+          pretrained_weights = load_pretrained()
         state = dp.replicate(_pretrained_state(config.init_from, *pretrained_weights,
                                                abstract_state, fresh_state_fn, num_classes))
       else:
