@@ -14,9 +14,11 @@ each is a run of its own (finished, resumed or failed on its own).
 
 The manifest (WORKROOT/<sweep>/manifest.json) holds, per run: name,
 overrides, workdir, command, and the launcher's bookkeeping: status
-('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted'),
-exit_code, error (the log's last lines), log, started/ended times. A run is
-finished when WORKDIR/final_metrics.json exists (mnv2_jax.main writes it last).
+('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted',
+'running_elsewhere' when another launcher's copy of the run holds its
+workdir), exit_code, error (the log's last lines), log, started/ended times.
+A run is finished when WORKDIR/final_metrics.json exists (mnv2_jax.main writes
+it last).
 """
 
 import copy
@@ -37,7 +39,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MANIFEST_FILE = 'manifest.json'
 FINAL_METRICS_FILE = 'final_metrics.json'
 LOG_FILE = 'launch.log'
-STATUSES = ('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted')
+STATUSES = ('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted',
+            'running_elsewhere')
 SEED_DIR_PREFIX = 'seed'  # a seeded run's workdir is <run>/seed<k>
 COMPILATION_CACHE_DIR = 'compilation_cache'  # below the workroot, beside the sweeps
 USE_DEFAULT_CACHE = 'default'  # build_manifest's compilation_cache: WORKROOT/compilation_cache
