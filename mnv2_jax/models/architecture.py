@@ -5,11 +5,16 @@ blocks ``(t, c, n, s)`` and a last 1x1 convolution. The width multiplier is a
 transformation of that table (``make_divisible`` rounding), so the Flax modules
 (`mnv2_jax.models`) and the analytic accounting (`mnv2_jax.stats`) read the same
 resolved layer list and can never disagree about channel counts or strides.
+
+Dense prediction (DeepLab) asks for a smaller output stride: `output_stride`
+resolves each layer's (stride, dilation) as TF-Slim's `mobilenet_base` and
+`mobilenet_v1_base` do, so the same table serves the classifier (output
+stride 32, every dilation 1) and the atrous backbones (8 or 16).
 """
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 # Paper Table 2: expansion ratio t, output channels c, repeats n, first stride s.
 # The first row always has t=1; the other rows use the model's expansion ratio.
@@ -34,7 +39,11 @@ MOBILENET_V1_LAYERS: tuple[tuple[int, int], ...] = (
 )
 
 KERNEL_SIZE = 3
+STEM_STRIDE = 2
 MIN_RESOLUTION = 32
+# The classifier's natural output stride is 32 (None means the same); DeepLab
+# uses 16 (fast) or 8 (accurate).
+OUTPUT_STRIDES = (8, 16, 32)
 BOTTLENECK_ACTIVATIONS = ('linear', 'relu6')
 SHORTCUTS = ('bottleneck', 'expansion', 'none')
 
@@ -50,14 +59,18 @@ def make_divisible(value: float, divisor: int = 8) -> int:
   return rounded
 
 
-def same_padding(size: int, stride: int, kernel_size: int = KERNEL_SIZE) -> tuple[int, int]:
+def same_padding(size: int, stride: int, kernel_size: int = KERNEL_SIZE,
+                 dilation: int = 1) -> tuple[int, int]:
   """TF 'SAME' padding (before, after) for one spatial axis.
 
   For stride 2 on an even input this pads 0 before and 1 after, unlike the
   symmetric padding of torchvision/timm; the official checkpoints need it.
+  A dilated kernel pads as TF does, as if it were dense with
+  dilation * (kernel_size - 1) + 1 taps: `dilation` on each side at stride 1.
   """
   output = -(-size // stride)
-  total = max((output - 1) * stride + kernel_size - size, 0)
+  dilated_kernel_size = dilation * (kernel_size - 1) + 1
+  total = max((output - 1) * stride + dilated_kernel_size - size, 0)
   return total // 2, total - total // 2
 
 
@@ -74,7 +87,10 @@ class BottleneckSpec:
   is False when that width is not larger than the input (the first block, or
   t=1), in which case the official network has no expansion convolution.
   `residual` says whether the standard shortcut (between bottlenecks) exists:
-  stride 1 and equal input and output widths.
+  stride 1 and equal input and output widths. `stride` and `dilation` are
+  those of the depthwise convolution after `output_stride` is applied; a block
+  whose stride 2 was dropped for a smaller output stride counts as stride 1
+  for the shortcut, as in TF-Slim.
   """
   index: int
   in_channels: int
@@ -82,6 +98,7 @@ class BottleneckSpec:
   out_channels: int
   stride: int
   expansion_ratio: float
+  dilation: int = 1
 
   @property
   def has_expansion(self) -> bool:
@@ -99,6 +116,7 @@ class MobileNetV2Spec:
   stem_channels: int
   blocks: tuple[BottleneckSpec, ...]
   last_channels: int
+  output_stride: Optional[int] = None
 
 
 def validate_width_multiplier(width_multiplier: float) -> None:
@@ -136,38 +154,78 @@ def validate_choice(name: str, value, allowed: Sequence[str]) -> None:
     raise ValueError(f'{name} must be one of {list(allowed)}, got {value!r}.')
 
 
-def mobilenet_v2_spec(width_multiplier: float = 1.0,
-                      expansion_ratio: float = 6) -> MobileNetV2Spec:
-  """Resolves Table 2 for a width multiplier and expansion ratio.
+def validate_output_stride(output_stride: Optional[int]) -> None:
+  if output_stride is not None and (isinstance(output_stride, bool) or
+                                    output_stride not in OUTPUT_STRIDES):
+    raise ValueError(f'output_stride must be None or one of {list(OUTPUT_STRIDES)} '
+                     f'(32 and None: the classifier), got {output_stride!r}.')
+
+
+def atrous_strides_and_dilations(strides: Sequence[int],
+                                 output_stride: Optional[int]) -> list[tuple[int, int]]:
+  """(stride, dilation) of each layer, given its nominal strides, for an output stride.
+
+  TF-Slim's rule (`mobilenet_base`, `mobilenet_v1_base`), which DeepLab uses:
+  once the product of the strides so far equals `output_stride`, every later
+  layer runs at stride 1, and its 3x3 convolution is dilated by the rate
+  accumulated so far; the rate is multiplied by each dropped stride *after*
+  the layer that dropped it. So the first layer that loses its stride 2 keeps
+  the current rate (1 at output stride 16) and only the layers after it dilate.
+  `strides` starts with the stem's.
+  """
+  current_stride, rate = 1, 1
+  resolved = []
+  for stride in strides:
+    if output_stride is not None and current_stride == output_stride:
+      resolved.append((1, rate))
+      rate *= stride
+    else:
+      resolved.append((stride, 1))
+      current_stride *= stride
+  return resolved
+
+
+def mobilenet_v2_spec(width_multiplier: float = 1.0, expansion_ratio: float = 6,
+                      output_stride: Optional[int] = None) -> MobileNetV2Spec:
+  """Resolves Table 2 for a width multiplier, expansion ratio and output stride.
 
   Every channel count c becomes make_divisible(c * width_multiplier); the
   expansion width is make_divisible(t * input_channels). The last convolution
   keeps 1280 channels for multipliers below 1 ("apply width multiplier to all
   layers except the very last convolutional layer") and is scaled above 1.
+  `output_stride` (8 or 16) sets the blocks' strides and dilations by
+  `atrous_strides_and_dilations`; None or 32 is the classifier.
   """
   validate_width_multiplier(width_multiplier)
   validate_expansion_ratio(expansion_ratio)
+  validate_output_stride(output_stride)
   stem_channels = make_divisible(MOBILENET_V2_STEM_CHANNELS * width_multiplier)
-  blocks = []
-  in_channels = stem_channels
+  rows = []  # (t, out_channels, nominal stride) of each block
   for row, (t, c, n, s) in enumerate(MOBILENET_V2_ROWS):
     t = t if row == 0 else expansion_ratio
-    out_channels = make_divisible(c * width_multiplier)
-    for repeat in range(n):
-      blocks.append(BottleneckSpec(
-          index=len(blocks),
-          in_channels=in_channels,
-          expanded_channels=make_divisible(t * in_channels),
-          out_channels=out_channels,
-          stride=s if repeat == 0 else 1,
-          expansion_ratio=t))
-      in_channels = out_channels
+    rows += [(t, make_divisible(c * width_multiplier), s if repeat == 0 else 1)
+             for repeat in range(n)]
+  strides_and_dilations = atrous_strides_and_dilations(
+      [STEM_STRIDE] + [stride for _, _, stride in rows], output_stride)[1:]
+  blocks = []
+  in_channels = stem_channels
+  for (t, out_channels, _), (stride, dilation) in zip(rows, strides_and_dilations):
+    blocks.append(BottleneckSpec(
+        index=len(blocks),
+        in_channels=in_channels,
+        expanded_channels=make_divisible(t * in_channels),
+        out_channels=out_channels,
+        stride=stride,
+        expansion_ratio=t,
+        dilation=dilation))
+    in_channels = out_channels
   last_channels = make_divisible(MOBILENET_V2_LAST_CHANNELS * max(1.0, width_multiplier))
   return MobileNetV2Spec(width_multiplier=width_multiplier,
                          expansion_ratio=expansion_ratio,
                          stem_channels=stem_channels,
                          blocks=tuple(blocks),
-                         last_channels=last_channels)
+                         last_channels=last_channels,
+                         output_stride=output_stride)
 
 
 def expansion_shortcut_sources(spec: MobileNetV2Spec) -> dict[int, int]:
@@ -189,11 +247,15 @@ def expansion_shortcut_sources(spec: MobileNetV2Spec) -> dict[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class SeparableSpec:
-  """One MobileNetV1 depthwise-separable layer: 3x3 depthwise then 1x1 pointwise."""
+  """One MobileNetV1 depthwise-separable layer: 3x3 depthwise then 1x1 pointwise.
+
+  `stride` and `dilation` are the depthwise convolution's after `output_stride`.
+  """
   index: int
   in_channels: int
   out_channels: int
   stride: int
+  dilation: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +263,7 @@ class MobileNetV1Spec:
   width_multiplier: float
   stem_channels: int
   layers: tuple[SeparableSpec, ...]
+  output_stride: Optional[int] = None
 
 
 def mobilenet_v1_channels(channels: int, width_multiplier: float) -> int:
@@ -208,13 +271,18 @@ def mobilenet_v1_channels(channels: int, width_multiplier: float) -> int:
   return max(int(channels * width_multiplier), 8)
 
 
-def mobilenet_v1_spec(width_multiplier: float = 1.0) -> MobileNetV1Spec:
+def mobilenet_v1_spec(width_multiplier: float = 1.0,
+                      output_stride: Optional[int] = None) -> MobileNetV1Spec:
   validate_width_multiplier(width_multiplier)
+  validate_output_stride(output_stride)
   stem_channels = mobilenet_v1_channels(MOBILENET_V1_STEM_CHANNELS, width_multiplier)
+  strides_and_dilations = atrous_strides_and_dilations(
+      [STEM_STRIDE] + [s for _, s in MOBILENET_V1_LAYERS], output_stride)[1:]
   layers = []
   in_channels = stem_channels
-  for index, (c, s) in enumerate(MOBILENET_V1_LAYERS):
+  for index, ((c, _), (stride, dilation)) in enumerate(
+      zip(MOBILENET_V1_LAYERS, strides_and_dilations)):
     out_channels = mobilenet_v1_channels(c, width_multiplier)
-    layers.append(SeparableSpec(index, in_channels, out_channels, s))
+    layers.append(SeparableSpec(index, in_channels, out_channels, stride, dilation))
     in_channels = out_channels
-  return MobileNetV1Spec(width_multiplier, stem_channels, tuple(layers))
+  return MobileNetV1Spec(width_multiplier, stem_channels, tuple(layers), output_stride)

@@ -7,6 +7,10 @@ same operation as nine strided slices of the padded input, each multiplied by
 its per-channel tap and summed; XLA fuses these into a few elementwise loops.
 No library provides a fast CPU depthwise convolution for JAX, hence this code.
 'auto' picks 'shifted' on CPU and 'xla' elsewhere.
+
+Both take a `dilation` (atrous rate) for the dense-prediction backbones: tap
+(i, j) then reads the input `dilation` * (i, j) pixels away, with TF-'SAME'
+padding of the dilated kernel.
 """
 
 import functools
@@ -29,45 +33,48 @@ def resolve_depthwise_impl(impl: str) -> str:
   return impl
 
 
-def depthwise_conv_xla(inputs: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+def depthwise_conv_xla(inputs: jax.Array, kernel: jax.Array, stride: int,
+                       dilation: int = 1) -> jax.Array:
   """`inputs` NHWC, `kernel` (3, 3, 1, C) as Flax/XLA HWIO for grouped convolution."""
-  padding = [same_padding(inputs.shape[1], stride, kernel.shape[0]),
-             same_padding(inputs.shape[2], stride, kernel.shape[1])]
+  padding = [same_padding(inputs.shape[1], stride, kernel.shape[0], dilation),
+             same_padding(inputs.shape[2], stride, kernel.shape[1], dilation)]
   return jax.lax.conv_general_dilated(
       inputs, kernel, window_strides=(stride, stride), padding=padding,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      rhs_dilation=(dilation, dilation), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       feature_group_count=inputs.shape[-1])
 
 
 def _padded_windows(padded: jax.Array, kernel_size: tuple[int, int], stride: int,
-                    out_h: int, out_w: int):
+                    out_h: int, out_w: int, dilation: int = 1):
   """Yields ((i, j), the strided slice of `padded` that tap (i, j) multiplies)."""
   for i in range(kernel_size[0]):
     for j in range(kernel_size[1]):
+      top, left = i * dilation, j * dilation
       yield (i, j), jax.lax.slice(
-          padded, (0, i, j, 0),
-          (padded.shape[0], i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1,
+          padded, (0, top, left, 0),
+          (padded.shape[0], top + stride * (out_h - 1) + 1, left + stride * (out_w - 1) + 1,
            padded.shape[3]),
           (1, stride, stride, 1))
 
 
 def _sum_of_shifted_taps(padded: jax.Array, taps: jax.Array, stride: int, out_h: int,
-                         out_w: int) -> jax.Array:
+                         out_w: int, dilation: int = 1) -> jax.Array:
   output = None
-  for (i, j), window in _padded_windows(padded, taps.shape[:2], stride, out_h, out_w):
+  for (i, j), window in _padded_windows(padded, taps.shape[:2], stride, out_h, out_w, dilation):
     term = window * taps[i, j]
     output = term if output is None else output + term
   return output
 
 
-def _same_padded(inputs: jax.Array, kernel_size: tuple[int, int], stride: int) -> jax.Array:
-  pad_h = same_padding(inputs.shape[1], stride, kernel_size[0])
-  pad_w = same_padding(inputs.shape[2], stride, kernel_size[1])
+def _same_padded(inputs: jax.Array, kernel_size: tuple[int, int], stride: int,
+                 dilation: int) -> jax.Array:
+  pad_h = same_padding(inputs.shape[1], stride, kernel_size[0], dilation)
+  pad_w = same_padding(inputs.shape[2], stride, kernel_size[1], dilation)
   return jnp.pad(inputs, ((0, 0), pad_h, pad_w, (0, 0)))
 
 
-def depthwise_conv_shifted_autodiff(inputs: jax.Array, kernel: jax.Array,
-                                    stride: int) -> jax.Array:
+def depthwise_conv_shifted_autodiff(inputs: jax.Array, kernel: jax.Array, stride: int,
+                                    dilation: int = 1) -> jax.Array:
   """The sum of kernel_size**2 strided slices times per-channel taps, differentiated by JAX.
 
   Its automatic gradient is correct but slow on CPU (each slice's transpose is
@@ -76,12 +83,13 @@ def depthwise_conv_shifted_autodiff(inputs: jax.Array, kernel: jax.Array,
   """
   kernel_size = kernel.shape[:2]
   out_h, out_w = -(-inputs.shape[1] // stride), -(-inputs.shape[2] // stride)
-  return _sum_of_shifted_taps(_same_padded(inputs, kernel_size, stride),
-                              kernel.reshape(*kernel_size, -1), stride, out_h, out_w)
+  return _sum_of_shifted_taps(_same_padded(inputs, kernel_size, stride, dilation),
+                              kernel.reshape(*kernel_size, -1), stride, out_h, out_w, dilation)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def depthwise_conv_shifted(inputs: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def depthwise_conv_shifted(inputs: jax.Array, kernel: jax.Array, stride: int,
+                           dilation: int = 1) -> jax.Array:
   """`inputs` NHWC, `kernel` (kh, kw, 1, C); the same convolution as `depthwise_conv_xla`.
 
   Forward: nine strided slices of the padded input times their taps, summed.
@@ -89,43 +97,46 @@ def depthwise_conv_shifted(inputs: jax.Array, kernel: jax.Array, stride: int) ->
   again a shifted depthwise convolution, and the kernel gradient nine
   reductions.
   """
-  return depthwise_conv_shifted_autodiff(inputs, kernel, stride)
+  return depthwise_conv_shifted_autodiff(inputs, kernel, stride, dilation)
 
 
-def _shifted_forward(inputs, kernel, stride):
-  return depthwise_conv_shifted_autodiff(inputs, kernel, stride), (inputs, kernel)
+def _shifted_forward(inputs, kernel, stride, dilation):
+  return depthwise_conv_shifted_autodiff(inputs, kernel, stride, dilation), (inputs, kernel)
 
 
-def _shifted_backward(stride, residuals, output_grad):
+def _shifted_backward(stride, dilation, residuals, output_grad):
   """Gradients of the strided depthwise correlation y = sum_ij window_ij(pad(x)) * k_ij.
 
-  Input gradient: x[h] feeds y[o] through tap i where h = stride*o + i - pad_before,
-  so dx is the stride-1 correlation of the output gradient, dilated by `stride`
-  (zeros between its elements) and padded, with the spatially flipped kernel.
+  Input gradient: x[h] feeds y[o] through tap i where
+  h = stride*o + dilation*i - pad_before, so dx is the stride-1 correlation of
+  the output gradient, spread out by `stride` (zeros between its elements) and
+  padded, with the spatially flipped kernel at the same dilation.
   Kernel gradient: dk_ij = sum over batch and positions of window_ij(pad(x)) * dy,
   accumulated in float32.
   """
   inputs, kernel = residuals
   kernel_h, kernel_w = kernel.shape[:2]
+  # The extent of the dilated kernel: the taps span this many input pixels.
+  span_h, span_w = dilation * (kernel_h - 1) + 1, dilation * (kernel_w - 1) + 1
   height, width = inputs.shape[1:3]
   out_h, out_w = output_grad.shape[1:3]
-  pad_h = same_padding(height, stride, kernel_h)
-  pad_w = same_padding(width, stride, kernel_w)
-  # Pad the dilated gradient so that the correlation with kernel_size taps
+  pad_h = same_padding(height, stride, kernel_h, dilation)
+  pad_w = same_padding(width, stride, kernel_w, dilation)
+  # Pad the spread-out gradient so that the correlation with the dilated taps
   # yields exactly height x width outputs.
-  before_h, before_w = kernel_h - 1 - pad_h[0], kernel_w - 1 - pad_w[0]
-  after_h = height + kernel_h - 1 - (stride * (out_h - 1) + 1) - before_h
-  after_w = width + kernel_w - 1 - (stride * (out_w - 1) + 1) - before_w
-  dilated = jax.lax.pad(output_grad, jnp.zeros((), output_grad.dtype),
-                        ((0, 0, 0), (before_h, after_h, stride - 1),
-                         (before_w, after_w, stride - 1), (0, 0, 0)))
+  before_h, before_w = span_h - 1 - pad_h[0], span_w - 1 - pad_w[0]
+  after_h = height + span_h - 1 - (stride * (out_h - 1) + 1) - before_h
+  after_w = width + span_w - 1 - (stride * (out_w - 1) + 1) - before_w
+  spread = jax.lax.pad(output_grad, jnp.zeros((), output_grad.dtype),
+                       ((0, 0, 0), (before_h, after_h, stride - 1),
+                        (before_w, after_w, stride - 1), (0, 0, 0)))
   flipped_taps = kernel.reshape(kernel_h, kernel_w, -1)[::-1, ::-1]
-  input_grad = _sum_of_shifted_taps(dilated, flipped_taps, 1, height, width)
+  input_grad = _sum_of_shifted_taps(spread, flipped_taps, 1, height, width, dilation)
 
-  padded = _same_padded(inputs, (kernel_h, kernel_w), stride)
+  padded = _same_padded(inputs, (kernel_h, kernel_w), stride, dilation)
   tap_grads = [jnp.sum(window * output_grad, axis=(0, 1, 2), dtype=jnp.float32)
                for _, window in _padded_windows(padded, (kernel_h, kernel_w), stride,
-                                                out_h, out_w)]
+                                                out_h, out_w, dilation)]
   kernel_grad = jnp.stack(tap_grads).reshape(kernel.shape).astype(kernel.dtype)
   return input_grad.astype(inputs.dtype), kernel_grad
 
@@ -134,11 +145,15 @@ depthwise_conv_shifted.defvjp(_shifted_forward, _shifted_backward)
 
 
 class DepthwiseConv(nn.Module):
-  """3x3 depthwise convolution without bias; kernel shape (3, 3, 1, C)."""
+  """3x3 depthwise convolution without bias; kernel shape (3, 3, 1, C).
+
+  `dilation` > 1 is the atrous convolution of the dense-prediction backbones.
+  """
   stride: int = 1
   impl: str = 'auto'
   dtype: Any = jnp.float32
   kernel_init: Any = nn.initializers.truncated_normal(stddev=0.09)
+  dilation: int = 1
 
   @nn.compact
   def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -147,5 +162,5 @@ class DepthwiseConv(nn.Module):
                         jnp.float32)
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
     if resolve_depthwise_impl(self.impl) == 'xla':
-      return depthwise_conv_xla(inputs, kernel, self.stride)
-    return depthwise_conv_shifted(inputs, kernel, self.stride)
+      return depthwise_conv_xla(inputs, kernel, self.stride, self.dilation)
+    return depthwise_conv_shifted(inputs, kernel, self.stride, self.dilation)

@@ -18,7 +18,10 @@ class MobileNetV1(nn.Module):
   (ReLU6 as in the official TF-Slim implementation). The width multiplier
   alpha scales every layer (truncated, at least 8 channels).
   `kernel_init` and `zero_init_classifier` are as in `MobileNetV2` (it has no
-  residual branches, so no `zero_init_residual`).
+  residual branches, so no `zero_init_residual`), and so are `output_stride`
+  (8 or 16 dilate the depthwise convs after that stride) and `features_only`
+  (return (last layer output, endpoints) without the classifier: the
+  1024-channel map DeepLab's heads read).
   """
   num_classes: int = 1000
   width_multiplier: float = 1.0
@@ -29,9 +32,12 @@ class MobileNetV1(nn.Module):
   dtype: Any = jnp.float32
   kernel_init: str = 'truncated_normal'
   zero_init_classifier: bool = False
+  output_stride: Optional[int] = None
+  features_only: bool = False
 
   def __post_init__(self):
     architecture.validate_width_multiplier(self.width_multiplier)
+    architecture.validate_output_stride(self.output_stride)
     architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
     architecture.validate_choice('kernel_init', self.kernel_init, tuple(KERNEL_INITS))
     if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
@@ -41,7 +47,7 @@ class MobileNetV1(nn.Module):
 
   @property
   def spec(self) -> architecture.MobileNetV1Spec:
-    return architecture.mobilenet_v1_spec(self.width_multiplier)
+    return architecture.mobilenet_v1_spec(self.width_multiplier, self.output_stride)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False, return_endpoints: bool = False):
@@ -60,11 +66,14 @@ class MobileNetV1(nn.Module):
     for layer in spec.layers:
       i = layer.index
       x = DepthwiseConv(stride=layer.stride, impl=self.depthwise_impl, dtype=self.dtype,
-                        kernel_init=init, name=f'layer_{i}_depthwise_conv')(x)
+                        kernel_init=init, dilation=layer.dilation,
+                        name=f'layer_{i}_depthwise_conv')(x)
       x = relu6(norm(f'layer_{i}_depthwise_bn')(x))
       x = conv(layer.out_channels, 1, 1, self.dtype, f'layer_{i}_pointwise_conv', init)(x)
       x = relu6(norm(f'layer_{i}_pointwise_bn')(x))
       endpoints[f'layer_{i}/output'] = x
+    if self.features_only:
+      return x, endpoints
     x = jnp.mean(x, axis=(1, 2))
     endpoints['pre_logits'] = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

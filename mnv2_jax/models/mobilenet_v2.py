@@ -50,7 +50,8 @@ class InvertedResidual(nn.Module):
     if expansion_shortcut is not None:
       expanded = expanded + expansion_shortcut
     hidden = DepthwiseConv(stride=spec.stride, impl=self.depthwise_impl, dtype=self.dtype,
-                           kernel_init=init, name='depthwise_conv')(expanded)
+                           kernel_init=init, dilation=spec.dilation,
+                           name='depthwise_conv')(expanded)
     hidden = relu6(norm('depthwise_bn')(hidden))
     output = conv(spec.out_channels, 1, 1, self.dtype, 'project_conv', init)(hidden)
     output = norm('project_bn', zero_scale=self.add_bottleneck_shortcut)(output)
@@ -106,6 +107,14 @@ class MobileNetV2(nn.Module):
       official network; a CPU-scale option (results/cpu/PROTOCOL.md).
     zero_init_classifier: start the classifier kernel at 0 (all logits 0, the
       loss at log(num_classes)). Off in the official network.
+    output_stride: None or 32 (the classifier), 16 or 8: the blocks after that
+      stride run at stride 1 with dilated depthwise convolutions (TF-Slim's
+      rule, `architecture.atrous_strides_and_dilations`); the variables do not
+      change.
+    features_only: stop after the last bottleneck block and return
+      (features, endpoints), without the last 1x1 conv and the classifier:
+      the 320-channel feature map that DeepLab's 'MobileNetV2*' heads read
+      (TF-Slim's `layer_18`).
   """
   num_classes: int = 1000
   width_multiplier: float = 1.0
@@ -121,9 +130,15 @@ class MobileNetV2(nn.Module):
   kernel_init: str = 'truncated_normal'
   zero_init_residual: bool = False
   zero_init_classifier: bool = False
+  output_stride: Optional[int] = None
+  features_only: bool = False
 
   def __post_init__(self):
     memory_split.validate_memory_split(self.memory_split)
+    architecture.validate_output_stride(self.output_stride)
+    if self.memory_split > 1 and self.output_stride not in (None, 32):
+      raise ValueError(f'memory_split={self.memory_split} is for the classifier; use '
+                       f'memory_split=1 with output_stride={self.output_stride}.')
     architecture.validate_width_multiplier(self.width_multiplier)
     architecture.validate_expansion_ratio(self.expansion_ratio)
     architecture.validate_choice('bottleneck_activation', self.bottleneck_activation,
@@ -140,7 +155,8 @@ class MobileNetV2(nn.Module):
 
   @property
   def spec(self) -> architecture.MobileNetV2Spec:
-    return architecture.mobilenet_v2_spec(self.width_multiplier, self.expansion_ratio)
+    return architecture.mobilenet_v2_spec(self.width_multiplier, self.expansion_ratio,
+                                          self.output_stride)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False, return_endpoints: bool = False):
@@ -150,12 +166,13 @@ class MobileNetV2(nn.Module):
     detection/segmentation heads: 'stem', 'block_{i}/expansion' (the t*k
     tensor entering block i's depthwise conv), 'block_{i}/output',
     'last_conv', 'pre_logits' and 'logits'.
+    With `features_only` it returns (last block output, endpoints) instead.
     """
     if images.ndim != 4:
       raise ValueError(f'images must be NHWC, got shape {images.shape}.')
     for resolution in images.shape[1:3]:
       architecture.validate_resolution(resolution)
-    if self.memory_split > 1 and (train or return_endpoints):
+    if self.memory_split > 1 and (train or return_endpoints or self.features_only):
       raise ValueError(
           f'memory_split={self.memory_split} is for inference without endpoints (it never '
           f'materialises the expansion tensors); use memory_split=1 for train=True or '
@@ -170,6 +187,8 @@ class MobileNetV2(nn.Module):
       x = self._split_stem_and_blocks(images, spec)
     else:
       x = self._stem_and_blocks(images, spec, train, norm, endpoints)
+    if self.features_only:
+      return x, endpoints
 
     init = KERNEL_INITS[self.kernel_init]
     x = conv(spec.last_channels, 1, 1, self.dtype, 'last_conv', init)(x)
