@@ -4,7 +4,8 @@ The end-to-end test runs two real `python -m mnv2_jax.main` processes on one
 workdir: the second is refused at once with one line naming the first
 (PID and host), the first goes on training, and after it is killed with
 SIGKILL its lock is taken over. (tests/test_resume.py checks that a run
-restarted after SIGKILL takes the lock over and ends bitwise identical.)
+restarted after SIGKILL takes the lock over and ends bitwise identical.) A
+two-process job locks from process 0 alone, and a refusal reaches both.
 """
 
 import os
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -27,6 +29,27 @@ LOCK_HOLDER = ('import sys, time\n'
                'workdir_lock.WorkdirLock(sys.argv[1]).acquire()\n'
                'print("locked", flush=True)\n'
                'time.sleep(600)\n')
+
+
+# One process of a two-process job: locks each workdir in argv[3:] as train_and_evaluate does.
+JOB_PROCESS = textwrap.dedent('''
+    import sys
+    import jax
+    import ml_collections
+    from mnv2_jax import errors, parallel
+    from mnv2_jax.train import loop
+    port, process_id = sys.argv[1], int(sys.argv[2])
+    parallel.initialize_distributed(ml_collections.ConfigDict({'distributed': {
+        'initialize': True, 'coordinator_address': f'127.0.0.1:{port}',
+        'num_processes': 2, 'process_id': process_id}}))
+    for workdir in sys.argv[3:]:
+      try:
+        loop._lock_workdir(workdir)
+        print('locked', flush=True)
+      except errors.UserError as error:
+        print(f'refused: {error}', flush=True)
+    jax.distributed.shutdown()
+''')
 
 
 def _environment():
@@ -94,6 +117,26 @@ def test_the_local_launcher_reports_a_run_refused_for_a_live_workdir_as_running_
   assert run['status'] == 'running_elsewhere', messages
   assert f'PID {os.getpid()}' in run['error']
   assert code == 0 and any('already running elsewhere' in m for m in messages)
+
+
+def test_a_multi_host_job_locks_once_and_is_refused_on_every_process(tmp_path):
+  busy, free = str(tmp_path / 'busy'), str(tmp_path / 'free')
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  with workdir_lock.WorkdirLock(busy):
+    processes = [subprocess.Popen([sys.executable, '-c', JOB_PROCESS, str(port), str(index),
+                                   busy, free], cwd=REPO, env=_environment(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 for index in range(2)]
+    outputs = [[line for line in process.communicate(timeout=TIMEOUT_SECONDS)[0].splitlines()
+                if line.startswith(('locked', 'refused'))]  # not gloo's connection notices
+               for process in processes]
+  assert [process.returncode for process in processes] == [0, 0], outputs
+  (busy_0, free_0), (busy_1, free_1) = outputs
+  assert busy_0.startswith('refused:') and f'PID {os.getpid()}' in busy_0  # process 0 locks
+  assert busy_1.startswith('refused:') and 'process 0' in busy_1  # and tells the others
+  assert free_0 == free_1 == 'locked'
 
 
 def _checkpoint_steps(workdir):
