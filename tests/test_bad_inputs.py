@@ -1,4 +1,4 @@
-"""Bad inputs to every command: one `error:` line naming the field or path, status 2, nothing written.
+"""Bad inputs to every command: one `error:` line naming the field or path, status 2, no writes.
 
 Each case is a real command line a user might type: a missing or mistyped
 config file, field or value, a workdir that is a file or holds another model's

@@ -3,8 +3,9 @@
 Real subprocesses of `python -m mnv2_jax.main`, as a user would run them: an
 uninterrupted run, a run killed with SIGKILL (no chance to clean up) at
 whatever step it reached after its first checkpoint, and the same command
-re-run on its workdir, which takes over the killed run's workdir lock. All saved leaves (params, BN statistics, optimizer
-state, EMA copies, step) of the final checkpoints must have the same bytes.
+re-run on its workdir, which takes over the killed run's workdir lock. All
+saved leaves (params, BN statistics, optimizer state, EMA copies, step) of the
+final checkpoints must have the same bytes.
 
 The runs share a persistent compilation cache, so only the first one compiles
 (a cached executable computes the same bits as a fresh compile; this test
