@@ -300,6 +300,11 @@ def test_unknown_dataset_suggests_close_names():
     _validate(dataset='imagenet2021')
 
 
+def test_a_dataset_name_without_its_version_suggests_the_versioned_one_first():
+  with pytest.raises(ValueError, match=r"data.dataset='imagenet'.*did you mean 'imagenet2012' "):
+    _validate(dataset='imagenet')
+
+
 def test_missing_imagenet_download_says_where_the_tar_files_go(tmp_path):
   manual_dir = os.path.join(str(tmp_path), 'downloads', 'manual')
   with pytest.raises(ValueError) as error:
