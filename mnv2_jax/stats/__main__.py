@@ -15,6 +15,16 @@ MAdds of the backbone, the extra layers and the predictors, and in total
 (`mnv2_jax/stats/detection.py`, which also says which reading makes each
 printed figure).
 
+  python -m mnv2_jax.stats --model deeplabv3_mobilenet_v2 --resolution 512 \
+      --output-stride 16 [--no-aspp] [--multi-scale-flip] --num-classes 21 \
+      [--convention deeplab|exact] [--json]
+
+Mobile DeepLabv3 (also `deeplabv3_mobilenet_v1`; paper Table 7): params and
+MAdds of the atrous backbone, the head and in total, summed over the 12
+evaluations with `--multi-scale-flip` (`mnv2_jax/stats/segmentation.py`, which
+also says what the conventions count; `python -m mnv2_jax.stats.segmentation`
+compares every reading with Table 7).
+
   python -m mnv2_jax.stats --memory --width 1.0 --resolution 224 --split 1,2,4,8 \
       [--dtype float32|bfloat16] [--batch-size 1] [--latency-runs 20] [--json]
 
@@ -31,7 +41,7 @@ from typing import Optional, Sequence
 
 from mnv2_jax import errors
 from mnv2_jax.models import architecture, ssdlite_architecture
-from mnv2_jax.stats import counts, detection
+from mnv2_jax.stats import counts, detection, segmentation
 
 
 def _comma_separated(parse, what: str):
@@ -50,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
       description='Analytic parameter and multiply-add counts of MobileNetV2/V1, '
                   'computed from the architecture table without building the network.')
   parser.add_argument('--model', default='mobilenet_v2',
-                      choices=counts.MODEL_NAMES + detection.MODEL_NAMES)
+                      choices=counts.MODEL_NAMES + detection.MODEL_NAMES +
+                      segmentation.MODEL_NAMES)
   parser.add_argument('--width', type=_comma_separated(float, 'numbers'), default=[1.0],
                       help='width multipliers, e.g. 0.35,0.5,0.75,1.0,1.4')
   parser.add_argument('--resolution', type=_comma_separated(int, 'integers'), default=None,
@@ -66,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f'MobileNetV2 expansion ratio t (default '
                            f'{counts.DEFAULT_EXPANSION_RATIO}); not valid for mobilenet_v1')
   parser.add_argument('--json', action='store_true', help='print a JSON list instead of a table')
+  segmentation_flags = parser.add_argument_group('DeepLabv3 models (paper Table 7)')
+  segmentation_flags.add_argument('--output-stride', type=_comma_separated(int, 'integers'),
+                                  default=None, help='8 and/or 16 (default 16)')
+  segmentation_flags.add_argument('--no-aspp', action='store_true',
+                                  help='the head without ASPP: image pooling + 1x1 conv')
+  segmentation_flags.add_argument('--multi-scale-flip', action='store_true',
+                                  help='sum over the 6 scales x 2 flips of MF inference')
+  segmentation_flags.add_argument('--convention', choices=tuple(segmentation.CONVENTIONS),
+                                  default=None,
+                                  help="'deeplab' (default: 513 crop, atrous convs as TF's "
+                                       "space-to-batch) or 'exact' (as this network runs)")
   memory_flags = parser.add_argument_group('--memory mode (paper Section 5.1, Table 3)')
   memory_flags.add_argument('--memory', action='store_true',
                             help='report peak activation memory and latency of split inference')
@@ -108,11 +130,28 @@ def format_table(rows: Sequence[dict]) -> str:
 def with_model_defaults(args: argparse.Namespace) -> argparse.Namespace:
   """Fills the flags whose default depends on the model: resolution and class count."""
   is_detector = args.model in detection.MODEL_NAMES
+  is_segmenter = args.model in segmentation.MODEL_NAMES
   if args.resolution is None:
-    args.resolution = [detection.DEFAULT_RESOLUTION if is_detector else 224]
+    args.resolution = [detection.DEFAULT_RESOLUTION if is_detector else
+                       segmentation.TABLE7_RESOLUTION if is_segmenter else 224]
   if args.num_classes is None:
-    args.num_classes = detection.DEFAULT_NUM_CLASSES if is_detector else 1000
+    args.num_classes = (detection.DEFAULT_NUM_CLASSES if is_detector else
+                        segmentation.TABLE7_NUM_CLASSES if is_segmenter else 1000)
   return args
+
+
+def segmentation_report(args: argparse.Namespace) -> str:
+  """Counts of DeepLabv3 models (`mnv2_jax/stats/segmentation.py`)."""
+  for flag, value in (('--expansion-ratio', args.expansion_ratio), ('--head', args.head)):
+    if value is not None:
+      raise ValueError(f'{flag} does not apply to {args.model}; drop it.')
+  rows = [segmentation.count_deeplab_model(
+              args.model, resolution, output_stride, not args.no_aspp, args.multi_scale_flip,
+              args.num_classes, width, convention=args.convention or
+              segmentation.DEFAULT_CONVENTION)
+          for width in args.width for resolution in args.resolution
+          for output_stride in args.output_stride or [16]]
+  return json.dumps(rows, indent=1) if args.json else segmentation.format_records(rows)
 
 
 def detection_report(args: argparse.Namespace) -> str:
@@ -127,6 +166,12 @@ def detection_report(args: argparse.Namespace) -> str:
 
 
 def accounting_report(args: argparse.Namespace) -> str:
+  if args.model in segmentation.MODEL_NAMES:
+    return segmentation_report(args)
+  if (args.output_stride is not None or args.no_aspp or args.multi_scale_flip or
+      args.convention is not None):
+    raise ValueError('--output-stride, --no-aspp, --multi-scale-flip and --convention apply '
+                     f'to the DeepLabv3 models {list(segmentation.MODEL_NAMES)} only.')
   if args.model in detection.MODEL_NAMES:
     return detection_report(args)
   if args.head is not None:

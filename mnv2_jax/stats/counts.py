@@ -25,7 +25,7 @@ Its resolution rows are the 224 count scaled by rho^2 and rounded, which is why
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 from mnv2_jax.models import architecture
 
@@ -54,9 +54,23 @@ def _conv(name: str, in_channels: int, out_channels: int, kernel_size: int,
   return LayerCount(name, 'conv', output_size, weights, weights * output_size**2, out_channels)
 
 
-def _depthwise(name: str, channels: int, output_size: int) -> LayerCount:
+def _depthwise(name: str, channels: int, output_size: int,
+               computed_size: Optional[int] = None) -> LayerCount:
+  """`computed_size`: the side actually computed, where it exceeds `output_size`."""
   weights = architecture.KERNEL_SIZE**2 * channels
-  return LayerCount(name, 'depthwise', output_size, weights, weights * output_size**2, channels)
+  computed_size = output_size if computed_size is None else computed_size
+  return LayerCount(name, 'depthwise', output_size, weights, weights * computed_size**2,
+                    channels)
+
+
+def exact_size(output_size: int, dilation: int) -> int:
+  """A dilated convolution computes exactly its output (XLA, and this package)."""
+  del dilation
+  return output_size
+
+
+# (output side, dilation) -> the side a dilated convolution computes.
+ComputedSize = Callable[[int, int], int]
 
 
 def _classifier(in_features: int, num_classes: int) -> LayerCount:
@@ -73,12 +87,19 @@ def _validate_num_classes(num_classes) -> None:
 
 def mobilenet_v2_layers(width_multiplier: float = 1.0, resolution: int = 224,
                         num_classes: int = 1000,
-                        expansion_ratio: float = DEFAULT_EXPANSION_RATIO) -> list[LayerCount]:
-  """Every weight layer of MobileNetV2 in order, named as in the Flax parameter tree."""
+                        expansion_ratio: float = DEFAULT_EXPANSION_RATIO,
+                        output_stride: Optional[int] = None, include_top: bool = True,
+                        computed_size: ComputedSize = exact_size) -> list[LayerCount]:
+  """Every weight layer of MobileNetV2 in order, named as in the Flax parameter tree.
+
+  `output_stride` and `include_top=False` (no last conv and classifier) are
+  the DeepLab backbone's (`MobileNetV2(output_stride=..., features_only=True)`);
+  `computed_size` says how many outputs a dilated depthwise conv computes.
+  """
   architecture.validate_resolution(resolution)
   _validate_num_classes(num_classes)
-  spec = architecture.mobilenet_v2_spec(width_multiplier, expansion_ratio)
-  size = architecture.conv_output_size(resolution, 2)
+  spec = architecture.mobilenet_v2_spec(width_multiplier, expansion_ratio, output_stride)
+  size = architecture.conv_output_size(resolution, architecture.STEM_STRIDE)
   layers = [_conv('stem_conv', 3, spec.stem_channels, architecture.KERNEL_SIZE, size)]
   for block in spec.blocks:
     prefix = f'block_{block.index}'
@@ -86,27 +107,38 @@ def mobilenet_v2_layers(width_multiplier: float = 1.0, resolution: int = 224,
       layers.append(_conv(f'{prefix}/expand_conv', block.in_channels, block.expanded_channels,
                           1, size))
     size = architecture.conv_output_size(size, block.stride)
-    layers.append(_depthwise(f'{prefix}/depthwise_conv', block.expanded_channels, size))
+    layers.append(_depthwise(f'{prefix}/depthwise_conv', block.expanded_channels, size,
+                             computed_size(size, block.dilation)))
     layers.append(_conv(f'{prefix}/project_conv', block.expanded_channels, block.out_channels,
                         1, size))
+  if not include_top:
+    return layers
   layers.append(_conv('last_conv', spec.blocks[-1].out_channels, spec.last_channels, 1, size))
   layers.append(_classifier(spec.last_channels, num_classes))
   return layers
 
 
 def mobilenet_v1_layers(width_multiplier: float = 1.0, resolution: int = 224,
-                        num_classes: int = 1000) -> list[LayerCount]:
-  """Every weight layer of MobileNetV1 in order, named as in the Flax parameter tree."""
+                        num_classes: int = 1000, output_stride: Optional[int] = None,
+                        include_top: bool = True,
+                        computed_size: ComputedSize = exact_size) -> list[LayerCount]:
+  """Every weight layer of MobileNetV1 in order, named as in the Flax parameter tree.
+
+  `output_stride`, `include_top` and `computed_size` as for `mobilenet_v2_layers`.
+  """
   architecture.validate_resolution(resolution)
   _validate_num_classes(num_classes)
-  spec = architecture.mobilenet_v1_spec(width_multiplier)
-  size = architecture.conv_output_size(resolution, 2)
+  spec = architecture.mobilenet_v1_spec(width_multiplier, output_stride)
+  size = architecture.conv_output_size(resolution, architecture.STEM_STRIDE)
   layers = [_conv('stem_conv', 3, spec.stem_channels, architecture.KERNEL_SIZE, size)]
   for layer in spec.layers:
     size = architecture.conv_output_size(size, layer.stride)
-    layers.append(_depthwise(f'layer_{layer.index}_depthwise_conv', layer.in_channels, size))
+    layers.append(_depthwise(f'layer_{layer.index}_depthwise_conv', layer.in_channels, size,
+                             computed_size(size, layer.dilation)))
     layers.append(_conv(f'layer_{layer.index}_pointwise_conv', layer.in_channels,
                         layer.out_channels, 1, size))
+  if not include_top:
+    return layers
   layers.append(_classifier(spec.layers[-1].out_channels, num_classes))
   return layers
 
