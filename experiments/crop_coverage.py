@@ -13,12 +13,13 @@ its object carries a label the image no longer shows: label noise that slows
 the first steps (results/cpu/PROTOCOL.md).
 """
 
-import argparse
+import sys
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from mnv2_jax import errors
 from mnv2_jax.data import preprocessing
 
 IMAGE_SIDE = 256  # pixels; the crop window is computed in pixels, then normalised
@@ -43,19 +44,25 @@ def kept_fractions(min_area: float, samples: int, seed: int = 0) -> np.ndarray:
   return overlap.prod(axis=1) / (high - low).prod(axis=1)
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--min-areas', default='0.05,0.5,1.0')
   parser.add_argument('--samples', type=int, default=20_000)
   args = parser.parse_args(argv)
+  try:
+    min_areas = [float(text) for text in args.min_areas.split(',')]
+  except ValueError:
+    raise errors.UserError(f'--min-areas must be comma-separated numbers, got '
+                           f'{args.min_areas!r}.') from None
   print('| smallest crop area | ' + ' | '.join(f'keeps < {t:.0%} of the object'
                                                  for t in THRESHOLDS) + ' | mean kept |')
   print('|---' * (len(THRESHOLDS) + 2) + '|')
-  for min_area in (float(text) for text in args.min_areas.split(',')):
+  for min_area in min_areas:
     kept = kept_fractions(min_area, args.samples)
     cells = [f'{np.mean(kept < threshold):.1%}' for threshold in THRESHOLDS]
     print(f'| {min_area:g} | ' + ' | '.join(cells) + f' | {kept.mean():.1%} |')
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

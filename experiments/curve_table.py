@@ -11,7 +11,6 @@ the table of results/cpu/PROTOCOL.md: how fast each variant leaves chance,
 and how much that depends on the seed.
 """
 
-import argparse
 import pathlib
 import sys
 from typing import Optional, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 
 from experiments import collect
 from launch import manifest
+from mnv2_jax import errors
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -63,8 +63,9 @@ def markdown(rows: Sequence[dict], steps: Sequence[int]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m experiments.curve_table',
+  parser = errors.ArgumentParser(prog='python -m experiments.curve_table',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--workroot', required=True, type=pathlib.Path)
   parser.add_argument('--sweep', required=True)
@@ -74,14 +75,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     steps = [int(step) for step in args.steps.split(',')]
   except ValueError:
-    print(f'error: --steps must be comma-separated integers, got {args.steps!r}.',
-          file=sys.stderr)
-    return 2
+    raise errors.UserError(f'--steps must be comma-separated integers, got {args.steps!r}.')
   sweep_dir = args.workroot / args.sweep
   if not sweep_dir.is_dir():
-    print(f'error: {sweep_dir} is not a directory; pass the --workroot and --sweep that '
-          'launch.sweep used.', file=sys.stderr)
-    return 2
+    raise errors.UserError(f'{sweep_dir} is not a directory; pass the --workroot and --sweep '
+                           'that launch.sweep used.')
   table = markdown(curve_rows(sweep_dir, steps), steps)
   print(table, end='')
   if args.out:

@@ -20,7 +20,6 @@ at 48 px), its network (MobileNetV2 0.35), and each initialisation in
 The results and what they explain are in results/cpu/PROTOCOL.md.
 """
 
-import argparse
 import sys
 from typing import Optional, Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from configs import default
 from mnv2_jax import data
+from mnv2_jax import errors
 from mnv2_jax.train import state as state_lib
 from mnv2_jax.train import step as step_lib
 
@@ -72,14 +72,15 @@ def measure(config, batch: dict, seed: int) -> dict:
   return result
 
 
+@errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = errors.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--seeds', default='0,1,2,3,4')
   args = parser.parse_args(argv)
   try:
     seeds = [int(seed) for seed in args.seeds.split(',')]
   except ValueError:
-    sys.exit(f'error: --seeds must be comma-separated integers, got {args.seeds!r}.')
+    raise errors.UserError(f'--seeds must be comma-separated integers, got {args.seeds!r}.')
   config = default.get_config()
   batch = next(data.create_train_iterator(config.data, seed=0))
   batch = {'image': jnp.asarray(batch['image']), 'label': jnp.asarray(batch['label'])}
@@ -104,4 +105,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())
