@@ -21,7 +21,9 @@ BACKBONE_MODULES = {'mobilenet_v2': MobileNetV2, 'mobilenet_v1': MobileNetV1}
 
 # TF-Slim's default conv initialiser (Glorot uniform) for the head, which
 # DeepLab's ASPP arg scope does not override; its logits layer uses a
-# truncated normal with stddev 0.01 (`get_branch_logits`).
+# truncated normal with stddev 0.01 (`get_branch_logits`). The separable ASPP
+# variant keeps Glorot too (DeepLab's `split_separable_conv2d` would start
+# from truncated normals, 0.33 depthwise and 0.06 pointwise).
 HEAD_KERNEL_INIT = nn.initializers.glorot_uniform()
 LOGITS_KERNEL_INIT = nn.initializers.truncated_normal(stddev=0.01)
 
