@@ -27,7 +27,6 @@ the configuration finished.
 
 import csv
 import json
-import math
 import os
 import pathlib
 import re
@@ -36,6 +35,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from experiments import uncertainty
 from mnv2_jax import errors
+from mnv2_jax import metrics as metrics_lib
 
 CONFIG_FILE = 'config.json'
 RUN_INFO_FILE = 'run_info.json'
@@ -85,13 +85,7 @@ def _read_json(path: pathlib.Path) -> Optional[dict]:
     return None
 
 
-def _number(value: Any) -> Optional[float]:
-  """A finite float, or None (metrics.jsonl writes non-finite values as strings)."""
-  try:
-    value = float(value)
-  except (TypeError, ValueError):
-    return None
-  return value if math.isfinite(value) else None
+_number = metrics_lib.finite_number  # metrics.jsonl writes non-finite values as strings
 
 
 def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:

@@ -1,6 +1,12 @@
-"""The paper's Figures 5 and 6 (and the expansion-ratio study) from a workroot.
+"""The paper's Figures 5 and 6 (and the expansion-ratio study) from a workroot; one run's curves.
 
   python -m experiments.figures --workroot sweeps/cpu [--out DIR] [--metric final_ema_top1]
+  python -m experiments.figures --workdir workdirs/default [--out DIR]
+
+With --workdir it draws that run's curves.png (training loss, learning rate,
+eval top-1 of the raw and EMA weights by step; `mnv2_jax.run_report`), the
+picture the training loop redraws at each evaluation, for any finished or
+running workdir: into the workdir, or into --out.
 
 Makes every figure the workroot has data for, as PNG and PDF in --out
 (default WORKROOT/figures):
@@ -39,7 +45,9 @@ import numpy as np  # noqa: E402
 from experiments import collect  # noqa: E402
 from experiments import uncertainty  # noqa: E402
 from mnv2_jax import errors  # noqa: E402
+from mnv2_jax import metrics as metrics_lib  # noqa: E402
 from mnv2_jax import reference as reference_tables  # noqa: E402
+from mnv2_jax import run_report  # noqa: E402
 
 REFERENCE_DIR = reference_tables.DATA_DIR
 METRICS = ('final_ema_top1', 'final_top1', 'best_ema_top1', 'best_top1')
@@ -405,17 +413,51 @@ def save_figures(figures: dict[str, Figure], out_dir) -> list[pathlib.Path]:
   return paths
 
 
+def draw_run_curves(workdir: str, out_dir: Optional[str] = None) -> Optional[pathlib.Path]:
+  """curves.png of one run's workdir, into the workdir or `out_dir`; None if nothing is logged.
+
+  Raises ValueError (one line) for a path that is not a run's workdir.
+  """
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise ValueError(f'--workdir {workdir} is not a directory; pass the --workdir of a '
+                     f'python -m mnv2_jax.main run.')
+  if not (workdir / metrics_lib.METRICS_FILE).exists():
+    raise ValueError(f'--workdir {workdir} has no {metrics_lib.METRICS_FILE}: it is not the '
+                     f'workdir of a python -m mnv2_jax.main run, or that run has not logged '
+                     f'its first step yet.')
+  out_path = None
+  if out_dir is not None:
+    pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out_path = str(pathlib.Path(out_dir) / run_report.CURVES_FILE)
+  path = run_report.write_curves(str(workdir), out_path)
+  return None if path is None else pathlib.Path(path)
+
+
 @errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = errors.ArgumentParser(prog='python -m experiments.figures',
                                  description=__doc__.split('\n\n')[0])
-  parser.add_argument('--workroot', required=True, help='directory of run workdirs')
-  parser.add_argument('--out', help='output directory (default: WORKROOT/figures)')
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--workroot', help='directory of run workdirs (sweeps): the paper\'s '
+                      'figures')
+  source.add_argument('--workdir', help='one run\'s workdir: its curves.png')
+  parser.add_argument('--out', help='output directory (default: WORKROOT/figures, or the '
+                      'workdir itself with --workdir)')
   parser.add_argument('--metric', choices=METRICS, default='final_ema_top1')
   parser.add_argument('--reference', choices=('auto', 'overlay', 'panel', 'none'),
                       default='auto', help='official ImageNet numbers on Figure 5')
   parser.add_argument('--reference-dir', type=pathlib.Path, default=REFERENCE_DIR)
   args = parser.parse_args(argv)
+  if args.workdir is not None:
+    with errors.user_input():
+      path = draw_run_curves(args.workdir, args.out)
+    if path is None:
+      print(f'nothing logged yet in {args.workdir}/{metrics_lib.METRICS_FILE}; try again '
+            f'after the run\'s first logged step.')
+      return 1
+    print(path)
+    return 0
   try:
     rows = collect.collect(args.workroot)
     figures = make_figures(rows, args.metric, args.reference, args.reference_dir)

@@ -9,6 +9,9 @@
   because another live process holds its workdir (the same sweep launched
   twice) is recorded as 'running_elsewhere': mnv2_jax.main never runs one
   workdir twice at a time (`mnv2_jax.workdir_lock`).
+- Each time a run ends, the launcher prints the sweep's progress line
+  (`launch.status`: runs finished, running, failed and not started, and the
+  time left from the measured step times), as `launch.sweep --status` does.
 - Ctrl-C (or SIGTERM to the launcher) sends SIGTERM to every running run, so
   that each saves a checkpoint, waits up to `grace_seconds`, then SIGKILLs what
   is left, marks those runs 'interrupted' and writes the manifest: everything
@@ -27,6 +30,7 @@ import time
 from typing import Any, Callable, MutableMapping, Optional
 
 from launch import manifest as manifest_lib
+from launch import status as status_lib
 from mnv2_jax import workdir_lock
 
 LOG_TAIL_LINES = 30
@@ -168,6 +172,8 @@ class LocalRunner:
           if exit_code is not None:
             self._finish(self._runs_by_name[name], exit_code)
             self._save()
+            self.echo(status_lib.summary_line(status_lib.sweep_status(
+                self.manifest, runs_at_a_time=self.parallel)))
         time.sleep(POLL_SECONDS)
     except (KeyboardInterrupt, _Interrupted):
       self.echo(f'interrupted: sent SIGTERM to the running runs, waiting up to '

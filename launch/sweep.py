@@ -2,6 +2,7 @@ r"""Launches a sweep defined in a config file's SWEEPS dict.
 
   python -m launch.sweep --config configs/default.py --sweep fig5 \
       --workroot sweeps/cpu --backend local [--seeds 0,1,2] [--parallel N] [--dry-run]
+  python -m launch.sweep --workroot sweeps/cpu --status
 
 Each run trains in WORKROOT/<sweep>/<run> with
 `python -m mnv2_jax.main --config CONFIG --workdir WORKDIR --config.a.b=value ...`,
@@ -25,6 +26,12 @@ Backends:
 --dry-run writes nothing and starts nothing: it prints the manifest (local),
 the sbatch script (slurm) or the gcloud commands (tpu).
 
+--status starts nothing either: per sweep of the workroot (or the one that
+--config and --sweep name), how many runs are finished, running (with their
+step), failed (with the last line of their log) and not started, and the time
+left estimated from the measured step times (`launch/status.py`). The local
+backend prints the same line each time a run ends.
+
 Then: `python -m experiments.collect --workroot WORKROOT` (per-run and
 per-configuration CSVs), `python -m experiments.figures --workroot WORKROOT`
 and `python -m experiments.claims --workroot WORKROOT --out CLAIMS.md`.
@@ -35,9 +42,12 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from etils import epath
+
 from launch import local
 from launch import manifest as manifest_lib
 from launch import slurm
+from launch import status as status_lib
 from launch import tpu
 from mnv2_jax import errors
 
@@ -48,10 +58,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser = errors.ArgumentParser(
       prog='python -m launch.sweep', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--config', required=True,
+  # Required, except that --status needs only the workroot.
+  parser.add_argument('--config',
                       help='config file with a SWEEPS dict, optionally with :arg '
                       '(as for mnv2_jax.main)')
-  parser.add_argument('--sweep', required=True, help='a key of the config file\'s SWEEPS')
+  parser.add_argument('--sweep', help='a key of the config file\'s SWEEPS')
   parser.add_argument('--workroot', required=True,
                       help='directory (or gs:// URL for tpu) that gets <sweep>/<run>/ workdirs')
   parser.add_argument('--backend', choices=BACKENDS, default='local')
@@ -59,6 +70,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help='local: runs at a time; slurm: array throttle (%%N)')
   parser.add_argument('--dry-run', action='store_true',
                       help='print the manifest / sbatch script / gcloud commands; start nothing')
+  parser.add_argument('--status', action='store_true',
+                      help='start nothing; print how far each sweep of the workroot is (only '
+                      'this sweep with --config and --sweep) and the time left')
   parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                       help='override for every run, e.g. --set train.num_steps=100 (repeatable)')
   parser.add_argument('--seeds', metavar='K,K,...',
@@ -94,7 +108,35 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   group.add_argument('--project')
   group.add_argument('--tpu-repo-dir', default='mnv2_jax',
                      help='repository checkout on the TPU VMs (relative to the home directory)')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  missing = [flag for flag, value in (('--config', args.config), ('--sweep', args.sweep))
+             if value is None]
+  if missing and not (args.status and (args.config is None or args.sweep is not None)):
+    parser.error(f'the following arguments are required: {", ".join(missing)}')
+  return args
+
+
+def print_status(args: argparse.Namespace, python: str, seeds: Sequence[int]) -> int:
+  """--status: one report per sweep; 0, or 1 when the workroot has no sweep to report."""
+  if not epath.Path(manifest_lib.resolve_workroot(args.workroot)).exists():
+    raise ValueError(f'--workroot {args.workroot} does not exist; pass the --workroot a sweep '
+                     f'was launched with.')
+  if args.config is not None:
+    built = manifest_lib.build_manifest(args.config, args.sweep, args.workroot, args.backend,
+                                        python=python, extra_overrides=args.set,
+                                        only=args.only, seeds=seeds)
+    recorded = status_lib.manifests_in(args.workroot, args.sweep)
+    manifests = [status_lib.with_recorded_statuses(built, recorded[0] if recorded else None)]
+  else:
+    manifests = status_lib.manifests_in(args.workroot, args.sweep)
+  if not manifests:
+    where = f'{args.workroot}/{args.sweep}' if args.sweep else f'{args.workroot}/*'
+    print(f'no sweep manifest in {where}/{manifest_lib.MANIFEST_FILE}: launch a sweep there, '
+          f'or pass --config and --sweep to list its runs.')
+    return 1
+  for manifest in manifests:
+    print(status_lib.report(status_lib.sweep_status(manifest)))
+  return 0
 
 
 @errors.command_line
@@ -105,6 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.parallel < 1:
       raise ValueError(f'--parallel must be >= 1, got {args.parallel}.')
     seeds = manifest_lib.parse_seeds(args.seeds) if args.seeds is not None else []
+    if args.status:
+      return print_status(args, python, seeds)
     # Backend options are checked before the config is loaded, which is slower.
     slurm_options = tpu_options = None
     if args.backend == 'slurm':

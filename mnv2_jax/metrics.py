@@ -6,15 +6,19 @@ training loop can call them unconditionally.
 WORKDIR/metrics.jsonl holds one JSON object per line, each with "step" (int)
 and "epoch" (float) next to the scalars logged at that step (train lines:
 train_loss, learning_rate, images_per_second; eval lines: eval_loss,
-eval_top1, eval_top5, eval_ema_top1, eval_ema_top5). The same scalars go to
-TensorBoard event files in WORKDIR/tensorboard.
+eval_top1, eval_top5, eval_ema_top1, eval_ema_top5). Each start of a run
+(the first one and every resume) adds first_step_seconds to its first train
+line: the wall time of its first step, compilation included, which is what a
+warm compilation cache shortens. The same scalars go to TensorBoard event
+files in WORKDIR/tensorboard.
 """
 
 import json
 import math
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+from etils import epath
 import numpy as np
 
 METRICS_FILE = 'metrics.jsonl'
@@ -39,9 +43,58 @@ def write_json(path: str, obj: Mapping[str, Any]) -> None:
   os.replace(temporary, path)
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def read_jsonl(path) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file (a local path or a gs:// URL).
+
+  A line cut short (by a killed writer, or one still writing) is skipped.
+  """
+  records = []
+  for line in epath.Path(path).read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return records
+
+
+def finite_number(value: Any) -> Optional[float]:
+  """`value` as a finite float, or None (metrics.jsonl stores NaN and inf as strings)."""
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def best_eval(records: Sequence[Mapping[str, Any]], key: str) -> tuple[Optional[float],
+                                                                       Optional[int]]:
+  """(best value of `key`, the step of its first occurrence) over the records that have it."""
+  best_value, best_step = None, None
+  for record in records:
+    value = finite_number(record.get(key))
+    if value is not None and (best_value is None or value > best_value):
+      best_value, best_step = value, int(record['step'])
+  return best_value, best_step
+
+
+def mean_images_per_second(records: Sequence[Mapping[str, Any]]) -> Optional[float]:
+  """Training throughput over the whole run: images trained / seconds spent training.
+
+  Each train line's images_per_second covers the steps since the previous
+  train line; weighting its inverse by those steps gives total time over
+  total images (the batch size cancels). Compilation and evaluation are not in
+  the lines' rates, so not in this either. None without a measured rate.
+  """
+  steps_done = seconds_per_image_sum = 0.0
+  previous_step = 0
+  for record in sorted((r for r in records if 'images_per_second' in r), key=lambda r: r['step']):
+    rate = finite_number(record['images_per_second'])
+    steps = record['step'] - previous_step
+    previous_step = record['step']
+    if rate and rate > 0 and steps > 0:
+      steps_done += steps
+      seconds_per_image_sum += steps / rate
+  return steps_done / seconds_per_image_sum if seconds_per_image_sum else None
 
 
 class MetricsWriter:

@@ -144,3 +144,21 @@ def holder(workdir: str) -> Optional[dict]:
     return None
   finally:
     os.close(fd)
+
+
+def recorded_holder(workdir: str) -> Optional[dict]:
+  """The run recorded in WORKDIR/run.lock, read without touching the lock; None if none.
+
+  That is the live holder, or a run that was killed (its record stays until
+  the next run takes over). Unlike `holder`, reading it never makes a run
+  that starts at that instant refuse the workdir, so a status report can call
+  it at any time.
+  """
+  try:
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+  except OSError:
+    return None
+  try:
+    return _read_record(fd)
+  finally:
+    os.close(fd)

@@ -233,6 +233,10 @@ def test_local_backend_records_a_failure_continues_and_skips_finished_runs_when_
   assert bad['status'] == 'failed' and bad['exit_code'] not in (0, None)
   assert 'sigmoid' in bad['error']  # the log's tail names the problem
   assert 'FAILED   tiny/bad' in out.out and 'finished tiny/good' in out.out
+  # The sweep's progress line after each run (one at a time, bad first).
+  assert 'tiny: 2 runs: 0 finished, 0 running, 1 failed, 1 not started; ' in out.out
+  assert ('tiny: 2 runs: 1 finished, 0 running, 1 failed, 0 not started; nothing left but the '
+          'failed runs') in out.out
   assert good['status'] == 'finished' and good['exit_code'] == 0
   final = json.loads((workroot / 'tiny' / 'good' / 'final_metrics.json').read_text())
   assert final['step'] == TINY['train.num_steps']
@@ -341,6 +345,10 @@ def test_a_partly_finished_seed_set_skips_finished_seeds_and_resumes_the_rest(tm
   echoed = []
   assert local.LocalRunner(manifest, echo=echoed.append).run() == 0
   assert 'sweep fig6a: 3 runs, 1 already finished, 2 to run, 1 at a time' in echoed
+  assert ('fig6a: 3 runs: 2 finished, 0 running, 0 failed, 1 not started; time left: not '
+          'measured yet') in echoed
+  assert 'fig6a: 3 runs: 3 finished, 0 running, 0 failed, 0 not started; nothing left to run' in (
+      echoed)
   assert not (seed_dirs[0] / 'launch.log').exists()  # not started again
   assert 'resumed' in (seed_dirs[1] / 'launch.log').read_text()
   assert '--config.seed=1' in (seed_dirs[1] / 'launch.log').read_text()

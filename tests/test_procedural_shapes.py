@@ -79,3 +79,28 @@ def test_prepared_builder_serves_balanced_deterministic_splits(tmp_path):
     errors = [np.abs(candidate - image).mean()
               for candidate in stored[int(label)]]
     assert min(errors) < 6.0  # Mean absolute error in 0..255 units.
+
+
+def test_rendering_says_what_it_does_in_one_line_and_a_progress_bar(tmp_path, capsys, caplog):
+  data_dir = tmp_path / 'tfds'
+  config = procedural_shapes.make_builder_config(
+      num_train_examples=30, num_test_examples=20, render_resolution=32, seed=2)
+  builder = tfds.builder('procedural_shapes', config=config, data_dir=str(data_dir))
+  builder.download_and_prepare()
+  out, err = capsys.readouterr()
+  directory = data_dir / 'procedural_shapes' / config.name / '1.2.0'
+  assert out.splitlines() == [f'rendering procedural_shapes: 30 train + 20 test images at 32 px '
+                              f'into {directory} (about 1 s)']
+  assert 'rendering procedural_shapes: 100%' in err and '50/50' in err
+  # Nothing is downloaded, and a size other than the default one is no cause for a warning.
+  everything = out + err + caplog.text
+  for tfds_wording in ('Downloading', 'Unknown size', 'downloaded and prepared',
+                       'custom data configuration', 'has no dataset_info.json'):
+    assert tfds_wording not in everything
+  assert builder.info.splits['train'].num_examples == 30
+
+
+def test_render_time_estimate_grows_with_images_and_pixels_above_64_px():
+  assert procedural_shapes.estimated_render_seconds(10_000, 48) == pytest.approx(30)
+  assert procedural_shapes.estimated_render_seconds(10_000, 64) == pytest.approx(30)
+  assert procedural_shapes.estimated_render_seconds(10_000, 128) == pytest.approx(120)

@@ -1,6 +1,8 @@
 """End-to-end `train_and_evaluate` on the built-in dataset and on TFDS mock data (tiny models)."""
 
+import contextlib
 import functools
+import io
 import itertools
 import json
 import math
@@ -13,7 +15,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mnv2_jax import checkpoint, data, metrics, pretrained
+from experiments import figures
+from mnv2_jax import checkpoint, data, metrics, pretrained, run_report
 from mnv2_jax.train import loop
 import train_test_utils as utils
 from train_test_utils import shapes_data_dir  # noqa: F401 (fixture)
@@ -26,7 +29,10 @@ RUN_INFO_KEYS = {'model', 'width_multiplier', 'resolution', 'expansion_ratio', '
                  'params_no_bn', 'madds', 'num_classes', 'num_devices', 'process_count',
                  'steps_per_epoch', 'total_steps'}
 FINAL_KEYS = {'step', 'eval_top1', 'eval_top5', 'eval_ema_top1', 'eval_ema_top5',
-              'best_eval_top1', 'best_eval_ema_top1', 'wall_time_seconds', 'params', 'madds'}
+              'best_eval_top1', 'best_eval_top1_step', 'best_eval_ema_top1',
+              'best_eval_ema_top1_step', 'wall_time_seconds', 'mean_images_per_second',
+              'params', 'madds'}
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 def _read_json(path):
@@ -45,11 +51,13 @@ def _tensorboard_tags(workdir):
 
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory, shapes_data_dir):
-  """Four steps of the tiny model on the built-in dataset: (config, workdir, final state)."""
+  """Four steps of the tiny model on the built-in dataset: (config, workdir, final state,
+  what the run printed)."""
   workdir = str(tmp_path_factory.mktemp('finished_run'))
   config = utils.tiny_config(shapes_data_dir, num_steps=4)
-  state = loop.train_and_evaluate(config, workdir)
-  return config, workdir, state
+  with contextlib.redirect_stdout(io.StringIO()) as printed:
+    state = loop.train_and_evaluate(config, workdir)
+  return config, workdir, state, printed.getvalue()
 
 
 def _variables(state, num_classes=None, seed=0):
@@ -66,7 +74,7 @@ def _variables(state, num_classes=None, seed=0):
 
 
 def test_built_in_dataset_run_writes_the_documented_workdir(finished_run):
-  config, workdir, _ = finished_run
+  config, workdir, _, _ = finished_run
   assert _read_json(os.path.join(workdir, 'config.json')) == json.loads(config.to_json())
   run_info = _read_json(os.path.join(workdir, 'run_info.json'))
   assert set(run_info) == RUN_INFO_KEYS
@@ -81,6 +89,9 @@ def test_built_in_dataset_run_writes_the_documented_workdir(finished_run):
   assert [line['step'] for line in eval_lines] == [2, 4]  # eval_every_steps=2
   for line in train_lines:
     assert TRAIN_KEYS <= set(line) and math.isfinite(line['train_loss'])
+  # The first step's time, compilation included, once, with the first train line.
+  assert train_lines[0]['first_step_seconds'] > 0
+  assert not any('first_step_seconds' in line for line in lines[1:])
   for line in eval_lines:
     assert EVAL_KEYS <= set(line)
     for key in ('eval_top1', 'eval_top5', 'eval_ema_top1', 'eval_ema_top5'):
@@ -91,16 +102,51 @@ def test_built_in_dataset_run_writes_the_documented_workdir(finished_run):
   assert set(final) == FINAL_KEYS
   assert final['step'] == 4 and final['eval_top1'] == eval_lines[-1]['eval_top1']
   assert final['best_eval_top1'] == max(line['eval_top1'] for line in eval_lines)
+  best = max(eval_lines, key=lambda line: (line['eval_ema_top1'], -line['step']))
+  assert (final['best_eval_ema_top1'], final['best_eval_ema_top1_step']) == (
+      best['eval_ema_top1'], best['step'])
+  assert final['mean_images_per_second'] > 0
+  with open(os.path.join(workdir, run_report.CURVES_FILE), 'rb') as f:
+    assert f.read(8) == PNG_SIGNATURE
   assert {'train_loss', 'learning_rate', 'eval_top1', 'eval_ema_top1'} <= _tensorboard_tags(
       workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']  # keep 2
 
 
-def test_rerunning_a_finished_run_changes_nothing(finished_run):
-  config, workdir, state = finished_run
+def test_the_run_ends_with_a_summary_of_its_final_metrics(finished_run):
+  _, workdir, _, printed = finished_run
+  final = _read_json(os.path.join(workdir, 'final_metrics.json'))
+  summary = run_report.summary_text(final, workdir,
+                                    _read_json(os.path.join(workdir, 'run_info.json')))
+  assert printed.rstrip().endswith(summary)
+  for number in (f'{100 * final["eval_top1"]:.2f}%', f'{100 * final["eval_ema_top5"]:.2f}%',
+                 f'{100 * final["best_eval_top1"]:.2f}% at step {final["best_eval_top1_step"]}',
+                 f'{final["wall_time_seconds"]:.1f} s',
+                 f'{final["mean_images_per_second"]:.1f} images/s',
+                 f'{final["params"]:,} parameters', f'{final["madds"]:,} multiply-adds',
+                 f'tensorboard --logdir {workdir}/tensorboard'):
+    assert number in summary
+  assert 'Downloading' not in printed
+
+
+def test_curves_png_is_redrawn_for_a_finished_workdir(finished_run, capsys):
+  _, workdir, _, _ = finished_run
+  curves = os.path.join(workdir, run_report.CURVES_FILE)
+  os.remove(curves)
+  assert figures.main(['--workdir', workdir]) == 0
+  assert capsys.readouterr().out.strip() == curves
+  with open(curves, 'rb') as f:
+    assert f.read(8) == PNG_SIGNATURE
+
+
+def test_rerunning_a_finished_run_changes_nothing(finished_run, capsys):
+  config, workdir, state, _ = finished_run
   before = open(os.path.join(workdir, 'metrics.jsonl')).read()
   again = loop.train_and_evaluate(config, workdir)
   assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
+  final = _read_json(os.path.join(workdir, 'final_metrics.json'))
+  assert run_report.summary_text(final, workdir, _read_json(
+      os.path.join(workdir, 'run_info.json'))) in capsys.readouterr().out
   assert int(jax.device_get(again.step)) == 4
   for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -192,7 +238,7 @@ def test_bad_config_fails_before_anything_is_compiled_or_written(tmp_path, monke
 
 
 def test_pretrained_weights_evaluate_like_the_run_that_trained_them(tmp_path, finished_run):
-  config, workdir, state = finished_run
+  config, workdir, state, _ = finished_run
   config = config.copy_and_resolve_references()
   pretrained.save_pretrained(tmp_path / 'pretrained', _variables(state),
                              utils.model_config(config, 10))
@@ -210,7 +256,7 @@ def test_pretrained_weights_evaluate_like_the_run_that_trained_them(tmp_path, fi
 
 def test_pretrained_weights_of_another_width_are_refused_naming_the_field(
     tmp_path, finished_run):
-  config, _, state = finished_run
+  config, _, state, _ = finished_run
   config = config.copy_and_resolve_references()
   pretrained.save_pretrained(tmp_path / 'pretrained', _variables(state),
                              dict(utils.model_config(config, 10), width_multiplier=0.5))
@@ -223,7 +269,7 @@ def test_pretrained_weights_of_another_width_are_refused_naming_the_field(
 
 def test_fine_tuning_with_other_classes_reinitialises_the_classifier(
     tmp_path, finished_run, monkeypatch):
-  config, _, state = finished_run
+  config, _, state, _ = finished_run
   config = config.copy_and_resolve_references()
   source = _variables(state, num_classes=7)
   pretrained.save_pretrained(tmp_path / 'pretrained', source, utils.model_config(config, 7))

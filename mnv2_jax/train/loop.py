@@ -8,7 +8,10 @@ wrapper). Workdir layout (see notes in the README):
   WORKDIR/config.json          the full config (process 0, once the state is ready)
   WORKDIR/run_info.json        model, counts (params, MAdds), devices, steps
   WORKDIR/metrics.jsonl        one JSON line per logged step / evaluation
-  WORKDIR/final_metrics.json   written when the run completes
+  WORKDIR/final_metrics.json   written when the run completes (its numbers end the
+                               run's output: `run_report.summary_text`)
+  WORKDIR/curves.png           loss, learning rate and eval top-1 by step, redrawn at
+                               each evaluation (`run_report.write_curves`)
   WORKDIR/checkpoints/         orbax checkpoints (see `mnv2_jax.checkpoint`)
   WORKDIR/tensorboard/         TensorBoard events
   WORKDIR/run.lock             held while a run uses the workdir (see `mnv2_jax.workdir_lock`)
@@ -54,6 +57,7 @@ from mnv2_jax import metrics as metrics_lib
 from mnv2_jax import models
 from mnv2_jax import parallel
 from mnv2_jax import pretrained
+from mnv2_jax import run_report
 from mnv2_jax import stats
 from mnv2_jax import workdir_lock
 from mnv2_jax.models import architecture
@@ -299,18 +303,23 @@ def evaluate(p_eval_step, state, dp: parallel.DataParallel,
 
 def _write_final_metrics(workdir: str, step: int, eval_metrics: dict, counts: dict,
                          wall_time_seconds: float) -> dict:
-  """final_metrics.json, with the best evaluations over the whole run (all restarts)."""
+  """final_metrics.json: the last evaluation, and the best ones and the throughput over all
+  of the run's starts."""
   history = metrics_lib.read_jsonl(os.path.join(workdir, metrics_lib.METRICS_FILE))
-  evals = [line for line in history if 'eval_top1' in line]
+  best_top1, best_top1_step = metrics_lib.best_eval(history, 'eval_top1')
+  best_ema_top1, best_ema_top1_step = metrics_lib.best_eval(history, 'eval_ema_top1')
   final = {
       'step': step,
       'eval_top1': eval_metrics['eval_top1'],
       'eval_top5': eval_metrics['eval_top5'],
       'eval_ema_top1': eval_metrics['eval_ema_top1'],
       'eval_ema_top5': eval_metrics['eval_ema_top5'],
-      'best_eval_top1': max(line['eval_top1'] for line in evals),
-      'best_eval_ema_top1': max(line['eval_ema_top1'] for line in evals),
+      'best_eval_top1': best_top1,
+      'best_eval_top1_step': best_top1_step,
+      'best_eval_ema_top1': best_ema_top1,
+      'best_eval_ema_top1_step': best_ema_top1_step,
       'wall_time_seconds': wall_time_seconds,
+      'mean_images_per_second': metrics_lib.mean_images_per_second(history),
       'params': counts['params'],
       'madds': counts['madds'],
   }
@@ -318,21 +327,35 @@ def _write_final_metrics(workdir: str, step: int, eval_metrics: dict, counts: di
   return final
 
 
+def _print_summary(workdir: str, final: dict) -> None:
+  """The end-of-run block (`run_report.summary_text`), from final_metrics.json's numbers."""
+  try:
+    with open(os.path.join(workdir, RUN_INFO_FILE)) as f:
+      run_info = json.load(f)
+  except (OSError, ValueError):
+    run_info = None
+  print(run_report.summary_text(final, workdir, run_info), flush=True)
+
+
 # ----------------------------------------------------------------------------
 # The loop
 
 
-class _OrbaxInfoFilter(std_logging.Filter):
-  """Drops orbax's INFO chatter (several lines per save), which would bury the progress bar."""
+class _LibraryInfoFilter(std_logging.Filter):
+  """Drops the INFO chatter of orbax (several lines per save) and TFDS (a few lines per
+  evaluation, and per split while the built-in dataset renders, which says so itself),
+  which would bury the progress bar and the evaluation lines."""
+  CHATTY_PACKAGES = tuple(f'{os.sep}{name}{os.sep}' for name in ('orbax', 'tensorflow_datasets'))
 
   def filter(self, record):
-    return record.levelno >= std_logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+    return (record.levelno >= std_logging.WARNING or
+            not any(package in record.pathname for package in self.CHATTY_PACKAGES))
 
 
-def _quiet_orbax_info_logs() -> None:
+def _quiet_library_info_logs() -> None:
   handler = logging.get_absl_handler()
-  if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
-    handler.addFilter(_OrbaxInfoFilter())
+  if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
+    handler.addFilter(_LibraryInfoFilter())
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -393,7 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       with errors.user_input():
         validate_config(config)
         _check_workdir_path(workdir)
-      _quiet_orbax_info_logs()
+      _quiet_library_info_logs()
       parallel.initialize_distributed(config)
       dp = parallel.DataParallel(config.train.parallel_strategy)
       process_index, process_count = jax.process_index(), jax.process_count()
@@ -496,11 +519,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       writer.write(start_step, start_step / steps_per_epoch, eval_metrics)
       logging.info('Evaluation at step %d: %s', start_step, eval_metrics)
       if is_primary:
-        _write_final_metrics(workdir, start_step, eval_metrics, counts, wall_time())
+        _print_summary(workdir, _write_final_metrics(workdir, start_step, eval_metrics,
+                                                     counts, wall_time()))
       return state
     if start_step >= total_steps and os.path.exists(final_metrics_path):
       logging.info('The run in %s already finished (step %d); nothing to do.', workdir,
                    start_step)
+      if is_primary:
+        with open(final_metrics_path) as f:
+          _print_summary(workdir, json.load(f))
       return state
     if is_primary and os.path.exists(final_metrics_path):
       os.remove(final_metrics_path)  # the run continues (e.g. num_steps was raised)
@@ -537,10 +564,11 @@ def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, ste
   eval_metrics = None
   interval_losses, interval_start, interval_steps = [], None, 0
   pending = None  # (step, metrics on device) of the last dispatched update
+  unlogged_first_step_seconds = None  # goes into the first train line of this start
 
   def check_pending():
     """Reads back the pending step's metrics; stops on a non-finite loss."""
-    nonlocal pending, interval_start, interval_steps
+    nonlocal pending, interval_start, interval_steps, unlogged_first_step_seconds
     if pending is None:
       return
     step, device_metrics = pending
@@ -567,6 +595,9 @@ def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, ste
           'learning_rate': step_metrics['learning_rate'],
           'images_per_second': images_per_second,
       }
+      if unlogged_first_step_seconds is not None:
+        scalars['first_step_seconds'] = unlogged_first_step_seconds
+        unlogged_first_step_seconds = None
       writer.write(step, step / steps_per_epoch, scalars)
       progress.set_postfix(loss=f'{scalars["train_loss"]:.3f}',
                            img_per_s=f'{images_per_second:.0f}', refresh=False)
@@ -586,7 +617,14 @@ def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, ste
   try:
     for step in range(start_step + 1, total_steps + 1):  # `step` counts updates done
       batch = dp.shard_batch(next(train_iterator))
+      dispatched = time.time()
       state, device_metrics = p_train_step(state, batch, dropout_rng)
+      if step == start_step + 1:
+        # Waiting for the first step alone costs one step of overlap and gives
+        # its wall time with tracing and compilation (not reading the batch),
+        # which is what a warm compilation cache shortens.
+        jax.block_until_ready(device_metrics)
+        unlogged_first_step_seconds = time.time() - dispatched
       check_pending()  # the previous step's loss, while this one runs
       pending = (step, device_metrics)
       stop = preemption.stop_requested or checkpointer.manager.reached_preemption(step)
@@ -602,6 +640,8 @@ def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, ste
         eval_metrics = evaluate(p_eval_step, state, dp, config)
         writer.write(step, step / steps_per_epoch, eval_metrics)
         writer.flush()
+        if is_primary:
+          run_report.write_curves(workdir)
         progress.write(f'step {step}: eval top-1 {eval_metrics["eval_top1"]:.4f} '
                        f'(EMA {eval_metrics["eval_ema_top1"]:.4f}), '
                        f'loss {eval_metrics["eval_loss"]:.4f}')
@@ -610,11 +650,14 @@ def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, ste
     if eval_metrics is None:  # resumed at the end, before the final evaluation ran
       eval_metrics = evaluate(p_eval_step, state, dp, config)
       writer.write(total_steps, total_steps / steps_per_epoch, eval_metrics)
+      if is_primary:
+        run_report.write_curves(workdir)
     checkpointer.wait()
     if is_primary:
       final = _write_final_metrics(workdir, total_steps, eval_metrics, counts, wall_time())
-      logging.info('Finished: %s', final)
   finally:
     progress.close()
     preemption.close()
+  if is_primary:
+    _print_summary(workdir, final)
   return state
