@@ -3,7 +3,7 @@
 The loop owns the side effects (data iterators, checkpoints, metrics, the
 progress bar); the arithmetic is in `train.step` (per-device steps),
 `train.optimizer` (the paper's recipe) and `parallel` (the data-parallel
-wrapper). Workdir layout (see notes in the README):
+wrapper). Workdir layout (docs/training.md says more):
 
   WORKDIR/config.json          the full config (process 0, once the state is ready)
   WORKDIR/run_info.json        model, counts (params, MAdds), devices, steps
