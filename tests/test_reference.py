@@ -111,7 +111,8 @@ def test_a_table_without_rows_raises_with_its_path(tmp_path):
     reference.mobilenet_v1(tmp_path)
 
 
-FIGURE5_ROW = {'sweep': 'fig5', 'model': 'mobilenet_v2', 'dataset': 'procedural_shapes',
+FIGURE5_ROW = {'sweep': 'fig5', 'name': 'fig5/v2_w1.0_r64', 'configuration': 'fig5/v2_w1.0_r64',
+               'seed': 0, 'model': 'mobilenet_v2', 'dataset': 'procedural_shapes',
                'width_multiplier': 1.0, 'resolution': 64, 'madds': 25e6, 'final_top1': 50.0,
                'status': 'finished', 'total_steps': 100}
 
