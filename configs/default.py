@@ -8,8 +8,9 @@ Width 0.35 at 48x48 (408,938 parameters, 3.2M MAdds), global batch 64, 1,600
 steps (10.2 epochs of the 10,000 rendered training images), evaluated on the
 2,000 test images every 200 steps; chance is 10% top-1.
 
-Measured (5 seeds, `--config.seed=0..4`; results/cpu/PROTOCOL.md):
-  MEASURED_DEFAULT
+Measured (seeds 0-4, `--config.seed=N`; results/cpu/PROTOCOL.md): eval top-1
+at step 200 30.4% mean (25.2-37.4%); at the end 97.7% raw (96.5-98.3%) and
+99.1% EMA (98.9-99.2%, standard deviation 0.2 points).
 
 The recipe is the paper's (RMSProp with momentum 0.9 and decay 0.9, the
 staircase decay 0.98 every 2.5 epochs, label smoothing 0.1, L2 4e-5 on the
@@ -26,7 +27,7 @@ measured over 5 seeds in results/cpu/PROTOCOL.md:
     plain momentum SGD for small gradients and the paper's lr keeps even the
     training accuracy at chance for hundreds of steps), its mean square
     starting at 0 instead of TF1's 1.0 (optimizer.initial_scale: from 1.0 the
-    first ~65 steps are 3-30x smaller, a hidden warm-up), and base learning
+    first ~65 steps are up to 30x smaller, a hidden warm-up), and base learning
     rate 0.0015 instead of 0.045 per 96 images (TF1's momentum accumulates lr
     * g / rms, so a step is ~10x lr; 0.003 stalls for hundreds of steps).
   - 48 px instead of 32: at 32 px the network is 1x1 spatially from block 13
