@@ -8,6 +8,7 @@ line, `error: ...`, and exit status 2 (`--verbose` adds the traceback; see
 allocator (see `mnv2_jax/allocator.py`; MNV2_SYSTEM_MALLOC=1 turns that off).
 """
 
+import os
 import sys
 
 from mnv2_jax import allocator
@@ -59,4 +60,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(run())
+  status = run()
+  if status == errors.USER_ERROR_STATUS:
+    # A refused command has written nothing and its error line is out: leave at
+    # once, without the interpreter's shutdown, at which orbax's background
+    # threads (left over from a failed read of a damaged checkpoint or
+    # pretrained directory) print asyncio tracebacks after the error line.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)

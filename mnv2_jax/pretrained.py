@@ -133,6 +133,17 @@ def load_model_config(directory: str | os.PathLike) -> dict[str, Any]:
   return model_config
 
 
+def _ocdbt_without_array_data(path: str) -> bool:
+  """Whether `path` is an OCDBT checkpoint whose data files (under 'd/' folders) are all missing.
+
+  An interrupted copy leaves them out; orbax then fails in a background thread
+  that prints an asyncio traceback, so this case is caught before orbax reads.
+  """
+  if not os.path.exists(os.path.join(path, 'manifest.ocdbt')):
+    return False
+  return not any(files for root, _, files in os.walk(path) if os.path.basename(root) == 'd')
+
+
 def load_pretrained(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
   """Returns (variables, model_config) from a directory written by `save_pretrained`.
 
@@ -141,6 +152,9 @@ def load_pretrained(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
   """
   model_config = load_model_config(directory)
   path = os.path.join(os.path.abspath(os.fspath(directory)), VARIABLES_DIR)
+  if _ocdbt_without_array_data(path):
+    raise ValueError(f'{path} cannot be read (its array data files are missing): the pretrained '
+                     f'directory is incomplete or damaged; copy or convert it again.')
   checkpointer = ocp.PyTreeCheckpointer()
   try:
     metadata = checkpointer.metadata(path).item_metadata
