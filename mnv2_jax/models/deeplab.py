@@ -11,9 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax.models import architecture, deeplab_architecture
-from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv
+from mnv2_jax.models import deeplab_architecture
+from mnv2_jax.models.depthwise import DepthwiseConv
+from mnv2_jax.models.layers import (
+    BATCH_NORM_MOMENTUM, batch_norm, conv, validate_layer_options)
 from mnv2_jax.models.mobilenet_v1 import MobileNetV1
 from mnv2_jax.models.mobilenet_v2 import MobileNetV2
 
@@ -103,11 +104,9 @@ class DeepLabV3(nn.Module):
 
   def __post_init__(self):
     self.head_spec  # Resolving the table validates every field it reads.
-    architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
-    architecture.validate_choice('kernel_init', self.kernel_init, tuple(KERNEL_INITS))
+    validate_layer_options(self.depthwise_impl, self.batch_norm_momentum, self.kernel_init)
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
-    architecture.validate_batch_norm_momentum(self.batch_norm_momentum)
     super().__post_init__()
 
   @property

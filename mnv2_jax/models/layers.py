@@ -18,6 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnv2_jax.models import architecture
+from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS
+
 # The official TF-Slim initialiser for every convolution, depthwise and logits kernel.
 kernel_init = nn.initializers.truncated_normal(stddev=0.09)
 
@@ -35,6 +38,14 @@ KERNEL_INITS = {
 # BN as in the official network: decay 0.997, epsilon 1e-3, with scale and bias.
 BATCH_NORM_MOMENTUM = 0.997
 BATCH_NORM_EPSILON = 1e-3
+
+
+def validate_layer_options(depthwise_impl: str, batch_norm_momentum: float,
+                           kernel_init: str = 'truncated_normal') -> None:
+  """Checks the options every network passes to these building blocks (one ValueError line)."""
+  architecture.validate_choice('depthwise_impl', depthwise_impl, DEPTHWISE_IMPLS)
+  architecture.validate_choice('kernel_init', kernel_init, tuple(KERNEL_INITS))
+  architecture.validate_batch_norm_momentum(batch_norm_momentum)
 
 
 def relu6(x: jax.Array) -> jax.Array:

@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 
 from mnv2_jax.models import architecture
-from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv, relu6
+from mnv2_jax.models.depthwise import DepthwiseConv
+from mnv2_jax.models.layers import (
+    BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv, relu6, validate_layer_options)
 
 
 class MobileNetV1(nn.Module):
@@ -38,11 +39,9 @@ class MobileNetV1(nn.Module):
   def __post_init__(self):
     architecture.validate_width_multiplier(self.width_multiplier)
     architecture.validate_output_stride(self.output_stride)
-    architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
-    architecture.validate_choice('kernel_init', self.kernel_init, tuple(KERNEL_INITS))
+    validate_layer_options(self.depthwise_impl, self.batch_norm_momentum, self.kernel_init)
     if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
-    architecture.validate_batch_norm_momentum(self.batch_norm_momentum)
     super().__post_init__()
 
   @property

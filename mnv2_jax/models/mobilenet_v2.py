@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 
 from mnv2_jax.models import architecture, memory_split
-from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv, relu6
+from mnv2_jax.models.depthwise import DepthwiseConv
+from mnv2_jax.models.layers import (
+    BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv, relu6, validate_layer_options)
 
 
 class InvertedResidual(nn.Module):
@@ -144,13 +145,11 @@ class MobileNetV2(nn.Module):
     architecture.validate_choice('bottleneck_activation', self.bottleneck_activation,
                                  architecture.BOTTLENECK_ACTIVATIONS)
     architecture.validate_choice('shortcut', self.shortcut, architecture.SHORTCUTS)
-    architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
-    architecture.validate_choice('kernel_init', self.kernel_init, tuple(KERNEL_INITS))
+    validate_layer_options(self.depthwise_impl, self.batch_norm_momentum, self.kernel_init)
     if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
       raise ValueError(f'num_classes must be a positive integer, got {self.num_classes!r}.')
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
-    architecture.validate_batch_norm_momentum(self.batch_norm_momentum)
     super().__post_init__()
 
   @property

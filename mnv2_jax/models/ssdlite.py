@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from mnv2_jax.detection.anchors import AnchorConfig, generate_anchors
-from mnv2_jax.models import architecture, ssdlite_architecture
-from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, DepthwiseConv
-from mnv2_jax.models.layers import batch_norm, conv, relu6
+from mnv2_jax.models import ssdlite_architecture
+from mnv2_jax.models.depthwise import DepthwiseConv
+from mnv2_jax.models.layers import batch_norm, conv, relu6, validate_layer_options
 from mnv2_jax.models.mobilenet_v1 import MobileNetV1
 from mnv2_jax.models.mobilenet_v2 import MobileNetV2
 
@@ -105,8 +105,7 @@ class SSDLite(nn.Module):
     ssdlite_architecture.ssd_spec(self.backbone, self.width_multiplier,
                                   ssdlite_architecture.MIN_IMAGE_SIZE, self.num_classes,
                                   self.head, self.anchor_config)
-    architecture.validate_choice('depthwise_impl', self.depthwise_impl, DEPTHWISE_IMPLS)
-    architecture.validate_batch_norm_momentum(self.batch_norm_momentum)
+    validate_layer_options(self.depthwise_impl, self.batch_norm_momentum)
     super().__post_init__()
 
   def spec(self, image_size) -> ssdlite_architecture.SSDSpec:
