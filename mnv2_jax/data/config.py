@@ -31,6 +31,8 @@ the command line too.
                        `tfds.folder_dataset.ImageFolder` (dataset='image_folder').
 Built-in dataset (`procedural_shapes`) knobs, see procedural_shapes.py:
   num_train_examples, num_test_examples, dataset_seed;
+  dataset_version      '2.0.0' (20 classes with fine detail) or '1.2.0' (10
+                       coarse classes); None: the newest. Configs pin it.
   render_resolution    side the images are rendered at; None: `resolution`
                        (the random crop then samples from full-detail images).
 """
@@ -59,6 +61,7 @@ def get_data_config(**overrides) -> ml_collections.ConfigDict:
   config.num_test_examples = 2_000
   config.render_resolution = config_dict.placeholder(int)
   config.dataset_seed = 0
+  config.dataset_version = config_dict.placeholder(str)
 
   unknown = sorted(set(overrides) - set(config.keys()))
   if unknown:

@@ -62,20 +62,21 @@ def get_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuil
     return _built_in_builder(
         data_config.num_train_examples, data_config.num_test_examples,
         _render_resolution(data_config), data_config.dataset_seed,
-        data_config.data_dir)
+        data_config.data_dir, data_config.get('dataset_version'))
   return tfds.builder(data_config.dataset, data_dir=data_config.data_dir)
 
 
 @functools.lru_cache(maxsize=8)
 def _built_in_builder(num_train_examples, num_test_examples, render_resolution,
-                      seed, data_dir):
+                      seed, data_dir, version=None):
   config = procedural_shapes.make_builder_config(
       num_train_examples=num_train_examples,
       num_test_examples=num_test_examples,
-      render_resolution=render_resolution, seed=seed)
-  if config.name in procedural_shapes.ProceduralShapes.builder_configs:
+      render_resolution=render_resolution, seed=seed,
+      version=version or procedural_shapes.LATEST_VERSION)
+  if procedural_shapes.ProceduralShapes.get_builder_config(config.name, config.version):
     # tfds refuses a custom config named like a predefined one.
-    return tfds.builder(f'{BUILT_IN_DATASET}/{config.name}', data_dir=data_dir)
+    return tfds.builder(f'{BUILT_IN_DATASET}/{config.name}:{config.version}', data_dir=data_dir)
   return tfds.builder(BUILT_IN_DATASET, config=config, data_dir=data_dir)
 
 
@@ -302,6 +303,12 @@ def validate_data_config(data_config: ml_collections.ConfigDict,
   if data_config.dataset == BUILT_IN_DATASET:
     _check_positive_int('num_train_examples', data_config.num_train_examples)
     _check_positive_int('num_test_examples', data_config.num_test_examples)
+    version = data_config.get('dataset_version')
+    if version is not None and str(version) not in procedural_shapes.VERSIONS:
+      raise ValueError(
+          f'data.dataset_version={version!r} is not a version of {BUILT_IN_DATASET}; set '
+          f'--config.data.dataset_version to one of {", ".join(procedural_shapes.VERSIONS)} '
+          f'(or leave it unset for the newest).')
   _check_image_folder(data_config)
   _check_known_dataset(data_config.dataset)
   builder = get_builder(data_config)

@@ -8,7 +8,22 @@ ImageNet: the first use renders it into
 ``<data_dir>/procedural_shapes/<config>/`` and later uses read the cached
 TFRecord files.
 
-Classes (10). Each image shows one foreground object whose class is defined
+Two versions, both selectable (`tfds.builder('procedural_shapes:1.2.0')`, or
+`data.dataset_version` in a config); rendering is a function of the version, so
+each version's images stay the same bit for bit:
+
+  2.0.0  (the newest) 20 classes: each 1.2.0 shape and a twin that differs
+         from it only in a fine detail (a small hole, a second ring or frame,
+         stripes or checks at half the period, rings instead of discs), so
+         that a higher input resolution resolves more of what tells classes
+         apart; objects span 35%-85% of the image side; the object's
+         coverage is supersampled (computed on a grid of >= 128 px a side and
+         averaged down), so detail finer than a pixel blurs away as it would
+         in a camera instead of aliasing into a pattern a network could learn.
+  1.2.0  the 10 classes below; objects span 45%-85%; coverage sampled at the
+         pixel centres.
+
+Classes of 1.2.0. Each image shows one foreground object whose class is defined
 only by its spatial structure (silhouette, holes, arrangement or texture):
 
   0 disc        filled disc
@@ -31,7 +46,7 @@ Generative process (per image, all parameters drawn independently):
     length and width, drawn behind the object;
   * object: its class's shape, described by a signed distance function in the
     object's own frame, with random centre (fully inside the image), scale
-    (the object spans about 40%-80% of the image side), rotation (0-360
+    (the span of the version, above), rotation (0-360
     degrees) and a random colour kept at least 0.5 (RGB distance) from the
     background mean;
     edges are anti-aliased (coverage from the signed distance in pixels), so
@@ -43,17 +58,18 @@ Generative process (per image, all parameters drawn independently):
 
 Nothing about a class is carried by colour, position or size, so a linear
 classifier on raw pixels stays close to chance while a small CNN learns the
-classes. Labels are balanced (example i of a split has label i mod 10).
+classes. Labels are balanced (example i of a split has label i mod the number
+of classes).
 Rendering is vectorised with NumPy over chunks of images; a chunk's random
 state is seeded from (seed, split, chunk index), so a split is a deterministic
-function of (seed, number of examples, render resolution).
+function of (version, seed, number of examples, render resolution).
 """
 
 import contextlib
 import dataclasses
 import io
 import logging
-from typing import Iterator
+from typing import Callable, Iterator
 
 from etils import epath
 import numpy as np
@@ -61,9 +77,15 @@ from PIL import Image
 import tensorflow_datasets as tfds
 import tqdm
 
+# 1.2.0's classes; 2.0.0 adds a fine-detail twin after each (`FINE_CLASS_NAMES`).
 CLASS_NAMES = ('disc', 'ring', 'square', 'frame', 'triangle', 'cross',
                'stripes', 'checker', 'pair', 'triad')
 NUM_CLASSES = len(CLASS_NAMES)
+FINE_CLASS_NAMES = ('disc', 'holed_disc', 'ring', 'double_ring', 'square', 'holed_square',
+                    'frame', 'double_frame', 'triangle', 'holed_triangle', 'cross',
+                    'holed_cross', 'stripes', 'fine_stripes', 'checker', 'fine_checker',
+                    'pair', 'pair_of_rings', 'triad', 'triad_of_rings')
+LATEST_VERSION = '2.0.0'
 MIN_RENDER_RESOLUTION = 32
 _CHUNK_SIZE = 256
 _JPEG_QUALITY = 95
@@ -159,6 +181,79 @@ def _class_sdf(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   raise ValueError(f'label {label} is not in 0..{NUM_CLASSES - 1}')
 
 
+def _fine_class_sdf(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """2.0.0: even labels are 1.2.0's shapes, odd ones their fine-detail twins.
+
+  Each twin keeps its shape's silhouette and differs inside it by a detail of
+  0.13-0.25 object units (at the smallest object at 32 px, one unit is ~5.6 px).
+  """
+  shape = label // 2
+  coarse = _class_sdf(shape, u, v)
+  if label % 2 == 0:
+    return coarse
+  r = np.hypot(u, v)
+  if shape == 0:  # disc with a central hole
+    return np.maximum(coarse, 0.25 - r)
+  if shape == 1:  # two thin concentric rings instead of one thick ring
+    return np.minimum(np.abs(r - 0.8) - 0.1, np.abs(r - 0.45) - 0.1)
+  if shape in (2, 4):  # square or triangle with a central hole
+    return np.maximum(coarse, -_box(u, v, 0.2, 0.2) if shape == 2 else 0.22 - r)
+  if shape == 3:  # two thin concentric frames
+    chebyshev = np.maximum(np.abs(u), np.abs(v))
+    return np.minimum(np.abs(chebyshev - 0.62) - 0.08, np.abs(chebyshev - 0.32) - 0.08)
+  if shape == 5:  # cross with a square hole where the arms meet
+    return np.maximum(coarse, -_box(u, v, 0.13, 0.13))
+  if shape == 6:  # stripes at half the period
+    period = 0.25
+    stripe = np.abs(np.mod(u, period) - period / 2) - period / 4
+    return np.maximum(r - 0.9, stripe)
+  if shape == 7:  # 8x8 checks instead of 4x4
+    cell = 0.175
+    checker = np.sin(np.pi * u / cell) * np.sin(np.pi * v / cell)
+    return np.maximum(_box(u, v, 0.7, 0.7), -checker * cell / np.pi)
+  if shape in (8, 9):  # the pair's or the triad's discs become rings
+    radius = 0.36 if shape == 8 else 0.32
+    hole = 0.16 if shape == 8 else 0.14
+    if shape == 8:
+      centres = ((-0.5, 0.0), (0.5, 0.0))
+    else:
+      angles = np.pi / 2 + 2 * np.pi * np.arange(3) / 3
+      centres = [(0.55 * np.cos(a), 0.55 * np.sin(a)) for a in angles]
+    distance = _discs(u, v, centres, 0.0)
+    return np.abs(distance - (radius + hole) / 2) - (radius - hole) / 2
+  raise ValueError(f'label {label} is not in 0..{len(FINE_CLASS_NAMES) - 1}')
+
+
+@dataclasses.dataclass(frozen=True)
+class _VersionSpec:
+  """What a dataset version draws and how it renders the object."""
+  class_names: tuple[str, ...]
+  class_sdf: Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+  object_scale: tuple[float, float]  # object radius in half-image units
+  # The object's coverage is computed on a grid of at least this many pixels
+  # a side and box-averaged down to the render resolution (1: pixel centres).
+  supersampled_side: int
+
+
+_VERSIONS = {
+    '1.2.0': _VersionSpec(CLASS_NAMES, _class_sdf, (0.45, 0.85), 1),
+    '2.0.0': _VersionSpec(FINE_CLASS_NAMES, _fine_class_sdf, (0.35, 0.85), 128),
+}
+VERSIONS = tuple(_VERSIONS)
+
+
+def _version_spec(version: str) -> _VersionSpec:
+  if str(version) not in _VERSIONS:
+    raise ValueError(f'procedural_shapes has no version {version!r}; the versions are '
+                     f'{", ".join(VERSIONS)}.')
+  return _VERSIONS[str(version)]
+
+
+def class_names(version: str = LATEST_VERSION) -> tuple[str, ...]:
+  """The class names of a dataset version, in label order."""
+  return _version_spec(version).class_names
+
+
 def _coverage(signed_distance_pixels: np.ndarray) -> np.ndarray:
   """Anti-aliased coverage of a pixel from its signed distance in pixels."""
   return np.clip(0.5 - signed_distance_pixels, 0.0, 1.0)
@@ -232,9 +327,29 @@ def _render_background(n: int, resolution: int,
   return np.matmul(np.matmul(upsample, image.astype(np.float32)), upsample.T)
 
 
-def render_images(labels: np.ndarray, resolution: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def _object_coverage(labels, resolution, centre, angle, scale, spec: _VersionSpec):
+  """Anti-aliased coverage [n, R, R] of each image's object, supersampled per `spec`."""
+  factor = max(1, -(-spec.supersampled_side // resolution))  # ceil
+  side = resolution * factor
+  x, y = _pixel_grid(side)
+  cos, sin, s = _column(np.cos(angle)), _column(np.sin(angle)), _column(scale)
+  dx, dy = x - _column(centre[:, 0]), y - _column(centre[:, 1])
+  u = (cos * dx + sin * dy) / s
+  v = (cos * dy - sin * dx) / s
+  signed_distance = np.empty((len(labels), side, side), np.float32)
+  for label in np.unique(labels):
+    members = labels == label
+    signed_distance[members] = spec.class_sdf(int(label), u[members], v[members])
+  alpha = _coverage(signed_distance * (s * side / 2))
+  if factor == 1:
+    return alpha
+  return alpha.reshape(len(labels), resolution, factor, resolution, factor).mean(axis=(2, 4))
+
+
+def render_images(labels: np.ndarray, resolution: int, rng: np.random.Generator,
+                  version: str = LATEST_VERSION) -> np.ndarray:
   """One image per label: uint8 [len(labels), resolution, resolution, 3]."""
+  spec = _version_spec(version)
   if resolution < MIN_RENDER_RESOLUTION:
     raise ValueError(f'render resolution {resolution} is below '
                      f'{MIN_RENDER_RESOLUTION}; use a resolution >= '
@@ -257,19 +372,11 @@ def render_images(labels: np.ndarray, resolution: int,
     distance = np.hypot(px - t * dx, py - t * dy) * pixels_per_unit
     _blend(image, _coverage(distance - half_width) * (present * 0.5), colour)
 
-  # Object frame: scale s (object radius in units), rotation, centre inside.
-  scale = rng.uniform(0.45, 0.85, n)
+  # Object frame: scale (object radius in units), rotation, centre inside.
+  scale = rng.uniform(*spec.object_scale, n)
   centre = rng.uniform(-1, 1, (n, 2)) * (1 - scale[:, None])
   angle = rng.uniform(0, 2 * np.pi, n)
-  cos, sin, s = _column(np.cos(angle)), _column(np.sin(angle)), _column(scale)
-  dx, dy = x - _column(centre[:, 0]), y - _column(centre[:, 1])
-  u = (cos * dx + sin * dy) / s
-  v = (cos * dy - sin * dx) / s
-  signed_distance = np.empty((n, resolution, resolution), np.float32)
-  for label in np.unique(labels):
-    members = labels == label
-    signed_distance[members] = _class_sdf(int(label), u[members], v[members])
-  alpha = _coverage(signed_distance * (s * pixels_per_unit))
+  alpha = _object_coverage(labels, resolution, centre, angle, scale, spec)
 
   # Foreground colour far enough from the background for the shape to show.
   background_mean = image.mean(axis=(2, 3))
@@ -290,14 +397,15 @@ def render_images(labels: np.ndarray, resolution: int,
   return image.transpose(0, 2, 3, 1)
 
 
-def render_split(num_examples: int, resolution: int, seed: int,
-                 split: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def render_split(num_examples: int, resolution: int, seed: int, split: str,
+                 version: str = LATEST_VERSION) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields (images, labels) chunks of a split, deterministically."""
+  num_classes = len(class_names(version))
   for start in range(0, num_examples, _CHUNK_SIZE):
     stop = min(start + _CHUNK_SIZE, num_examples)
-    labels = np.arange(start, stop) % NUM_CLASSES
+    labels = np.arange(start, stop) % num_classes
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], start // _CHUNK_SIZE])
-    yield render_images(labels, resolution, rng), labels
+    yield render_images(labels, resolution, rng, version), labels
 
 
 def _encode_jpeg(image: np.ndarray) -> bytes:
@@ -320,12 +428,19 @@ class ProceduralShapesConfig(tfds.core.BuilderConfig):
 def make_builder_config(num_train_examples: int = 10_000,
                         num_test_examples: int = 2_000,
                         render_resolution: int = 64,
-                        seed: int = 0) -> ProceduralShapesConfig:
-  """A config whose name encodes its parameters (the cache directory name)."""
+                        seed: int = 0,
+                        version: str = LATEST_VERSION) -> ProceduralShapesConfig:
+  """A config whose name encodes its parameters (the cache directory name).
+
+  The version is the config's own, so TFDS renders any version this file knows
+  (it renders only a builder's newest version otherwise) into
+  ``<data_dir>/procedural_shapes/<name>/<version>``.
+  """
+  _version_spec(version)
   name = (f'train{num_train_examples}_test{num_test_examples}'
           f'_res{render_resolution}_seed{seed}')
   return ProceduralShapesConfig(
-      name=name, num_train_examples=num_train_examples,
+      name=name, version=tfds.core.Version(version), num_train_examples=num_train_examples,
       num_test_examples=num_test_examples, render_resolution=render_resolution,
       seed=seed)
 
@@ -333,13 +448,17 @@ def make_builder_config(num_train_examples: int = 10_000,
 class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
   """10 shape/texture/arrangement classes rendered with nuisance variation."""
 
-  VERSION = tfds.core.Version('1.2.0')
+  VERSION = tfds.core.Version(LATEST_VERSION)
+  SUPPORTED_VERSIONS = [tfds.core.Version(version) for version in VERSIONS
+                        if version != LATEST_VERSION]
   RELEASE_NOTES = {
       '1.0.0': 'First version (PNG).',
       '1.1.0': 'JPEG (quality 95, 4:4:4): faster to generate and read.',
       '1.2.0': 'Larger, higher-contrast objects; gentler clutter and noise.',
+      '2.0.0': ('20 classes: a fine-detail twin of each 1.2.0 shape; objects 35%-85% of the '
+                'side; supersampled object coverage. 1.2.0 stays selectable.'),
   }
-  BUILDER_CONFIGS = [make_builder_config()]
+  BUILDER_CONFIGS = [make_builder_config(version=version) for version in VERSIONS]
 
   # tfds 4.9.10 derives `code_path` through `importlib_resources`, which is
   # only installed on Python < 3.9; the file path is what it needs.
@@ -355,7 +474,7 @@ class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Image(shape=(resolution, resolution, 3),
                                          encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+            'label': tfds.features.ClassLabel(names=class_names(str(self.version))),
         }),
         supervised_keys=('image', 'label'),
     )
@@ -405,7 +524,7 @@ class ProceduralShapes(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     index = 0
     for images, labels in render_split(num_examples, config.render_resolution,
-                                       config.seed, split):
+                                       config.seed, split, str(self.version)):
       for image, label in zip(images, labels):
         yield index, {'image': _encode_jpeg(image), 'label': int(label)}
         index += 1
