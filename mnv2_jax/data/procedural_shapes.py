@@ -16,10 +16,11 @@ each version's images stay the same bit for bit:
          from it only in a fine detail (a small hole, a second ring or frame,
          stripes or checks at half the period, rings instead of discs), so
          that a higher input resolution resolves more of what tells classes
-         apart; objects span 35%-85% of the image side; the object's
-         coverage is supersampled (computed on a grid of >= 128 px a side and
-         averaged down), so detail finer than a pixel blurs away as it would
-         in a camera instead of aliasing into a pattern a network could learn.
+         apart; objects span 35%-85% of the image side; a pixel's object
+         coverage is the share of its area inside the object (computed on a
+         grid of >= 128 px a side and averaged down), as a camera's pixel
+         integrates light, so the same scene at 32 px is the one at 128 px
+         seen through 4x4 larger pixels.
   1.2.0  the 10 classes below; objects span 45%-85%; coverage sampled at the
          pixel centres.
 
