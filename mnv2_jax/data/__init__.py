@@ -8,9 +8,11 @@
   for batch in create_eval_iterator(config, process_index=i, process_count=n):
     ...  # batch['image'], batch['label'], batch['mask']
 
-Importing this package registers the built-in 'procedural_shapes' TFDS
-builder and hides GPUs/TPUs from TensorFlow, which only runs the input
-pipeline on the CPU, so it never claims accelerator memory from JAX.
+Importing this package registers the built-in TFDS builders
+('procedural_shapes', 'procedural_shapes_detection' and
+'procedural_shapes_segmentation'; see procedural_shapes.py) and hides
+GPUs/TPUs from TensorFlow, which only runs the input pipeline on the CPU, so it
+never claims accelerator memory from JAX.
 """
 
 import tensorflow as tf
@@ -24,7 +26,7 @@ for _device_type in ('GPU', 'TPU'):
     pass
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnv2_jax.data import procedural_shapes  # registers the builder
+from mnv2_jax.data import procedural_shapes  # registers the built-in builders
 from mnv2_jax.data.config import get_data_config
 from mnv2_jax.data.datasets import DatasetInfo
 from mnv2_jax.data.datasets import get_dataset_info
