@@ -42,17 +42,18 @@ def _full_coverage(drawn):
 def test_coverage_in_a_window_is_the_whole_images_there_and_zero_outside():
   rng = np.random.default_rng(0)
   for version, resolution in (('1.2.0', 32), ('2.0.0', 32), ('2.0.0', 64)):
-    labels = np.arange(len(scenes.class_names(version)))
-    scale = rng.uniform(0.2, 0.85, len(labels))
+    spec = scenes.version_spec(version)
+    labels = np.repeat(np.arange(len(spec.class_names)), 3)  # small to large
+    scale = np.tile([0.2, 0.45, 0.85], len(spec.class_names))
     centre = rng.uniform(-1, 1, (len(labels), 2)) * (1 - scale[:, None])
     angle = rng.uniform(0, 2 * np.pi, len(labels))
-    spec = scenes.version_spec(version)
     whole = scenes.object_coverage(labels, resolution, centre, angle, scale, spec)
-    corner, size = scenes._object_windows(centre, scale, resolution)
-    window = scenes.object_coverage(labels, resolution, centre, angle, scale, spec, corner, size)
-    for image, (row, column) in enumerate(corner):
-      np.testing.assert_array_equal(window[image],
-                                    whole[image, row:row + size, column:column + size])
+    for image in range(len(labels)):  # each in its own window, the tightest
+      frame = labels[image:image + 1], resolution, centre[image:image + 1], angle[image:image + 1]
+      corner, size = scenes._object_windows(frame[2], scale[image:image + 1], resolution)
+      window = scenes.object_coverage(*frame, scale[image:image + 1], spec, corner, size)
+      (row, column), = corner
+      np.testing.assert_array_equal(window[0], whole[image, row:row + size, column:column + size])
       outside = whole[image].copy()
       outside[row:row + size, column:column + size] = 0
       assert not outside.any()
@@ -210,9 +211,13 @@ def test_segmentation_builder_serves_the_rendered_class_maps(tmp_path):
   assert not rendered
 
 
-def test_scene_config_names_encode_size_resolution_seed_and_other_shapes():
-  assert procedural_shapes.make_scene_builder_config().name == 'train5000_test1000_res128_seed0'
+def test_scene_config_names_encode_size_resolution_seed_and_other_shapes(tmp_path):
+  default = procedural_shapes.make_scene_builder_config()
+  assert default.name == 'train5000_test1000_res128_seed0'
+  # TFDS takes a config named like the predefined one only if it is that object.
+  assert procedural_shapes.make_scene_builder_config(num_train_examples=5_000) is default
+  assert procedural_shapes.ProceduralShapesDetection.BUILDER_CONFIGS == [default]
   config = procedural_shapes.make_scene_builder_config(50, 20, 64, 7, shapes_version='1.2.0')
   assert config.name == 'train50_test20_res64_seed7_shapes1.2.0'
-  builder = tfds.builder('procedural_shapes_detection', config=config)
+  builder = tfds.builder('procedural_shapes_detection', config=config, data_dir=str(tmp_path))
   assert builder.info.features['objects']['label'].num_classes == 10

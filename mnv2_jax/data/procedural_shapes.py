@@ -57,7 +57,6 @@ number of examples, render resolution).
 
 import contextlib
 import dataclasses
-import functools
 import io
 import logging
 from typing import Iterator, NamedTuple
@@ -105,9 +104,10 @@ class _RenderCost(NamedTuple):
 # image at 48-64 px on a shared 2-core CPU (22,000 images at 64 px in 59 s,
 # 12,000 at 48 px in ~45 s).
 _CLASSIFICATION_COST = _RenderCost(0.003, 64)
-# A chunk of 256 detection scenes at 128 px rendered in 3.3 ms an image and
-# encoded in 0.4 ms on the same machine (load ~6); ~1 ms for TFDS's writing.
-_SCENE_COST = _RenderCost(0.005, 128)
+# A chunk of 256 detection scenes at 128 px took 3.2-5.2 ms of CPU time an
+# image to render and 0.4 ms to encode on the same machine (load average ~6),
+# plus an allowance of ~1 ms for TFDS's writing (not measured on its own).
+_SCENE_COST = _RenderCost(0.006, 128)
 
 
 def estimated_render_seconds(num_images: int, resolution: int,
@@ -262,10 +262,11 @@ def make_builder_config(num_train_examples: int = 10_000,
       seed=seed)
 
 
+# TFDS refuses a config named like a predefined one unless it is that very
+# object, so a name (which encodes every parameter) gives back one object.
+_scene_configs: dict[str, ProceduralScenesConfig] = {}
 
-# Cached: TFDS refuses a config named like a predefined one unless it is that
-# very object, so the default arguments must give back the default config.
-@functools.lru_cache(maxsize=None)
+
 def make_scene_builder_config(num_train_examples: int = 5_000,
                               num_test_examples: int = 1_000,
                               render_resolution: int = 128,
@@ -278,10 +279,10 @@ def make_scene_builder_config(num_train_examples: int = 5_000,
   name = _config_name(num_train_examples, num_test_examples, render_resolution, seed)
   if shapes_version != SCENE_SHAPES_VERSION:
     name += f'_shapes{shapes_version}'
-  return ProceduralScenesConfig(
+  return _scene_configs.setdefault(name, ProceduralScenesConfig(
       name=name, version=tfds.core.Version(SCENES_VERSION),
       num_train_examples=num_train_examples, num_test_examples=num_test_examples,
-      render_resolution=render_resolution, seed=seed, shapes_version=shapes_version)
+      render_resolution=render_resolution, seed=seed, shapes_version=shapes_version))
 
 
 class _RenderedDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):

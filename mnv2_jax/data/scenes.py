@@ -325,11 +325,13 @@ def object_coverage(labels, resolution, centre, angle, scale, spec: VersionSpec,
 def _object_windows(centre, scale, resolution) -> tuple[np.ndarray, int]:
   """Corners [n, 2] (row, column) and the side of squares of pixels that hold each object.
 
-  Every shape lies within its radius; anti-aliasing reaches half a pixel
-  beyond, the margin is a pixel and a half.
+  Every shape lies within its radius and its anti-aliased edge reaches at most
+  a pixel beyond (half a pixel where the signed distance is exact, a pixel at a
+  triangle's corners); the squares reach at least a pixel beyond the radius
+  on every side.
   """
   radius = scale * resolution / 2
-  size = min(resolution, int(np.ceil(2 * radius.max())) + 4) if len(scale) else 1
+  size = min(resolution, int(np.ceil(2 * radius.max())) + 4)
   centre_pixels = (centre[:, ::-1] + 1) * resolution / 2  # (row, column)
   corner = np.floor(centre_pixels - radius[:, None]).astype(int) - 2
   return np.clip(corner, 0, resolution - size), size
@@ -382,8 +384,8 @@ class Rendering(NamedTuple):
                                 # showing each object; zeros when none does
   visible_fraction: np.ndarray  # [n, K] float32: pixels showing the object / pixels it
                                 # covers (>= 0.5) unoccluded; 0 for empty slots
-  labels: np.ndarray            # [n, K] the scenes' labels and
-  present: np.ndarray           # [n, K] slots, for the annotations' convenience
+  labels: np.ndarray            # [n, K] as in the scenes, so that a rendering
+  present: np.ndarray           # [n, K] holds everything the annotations need
 
 
 def draw_scenes(labels: np.ndarray, resolution: int, rng: np.random.Generator,
