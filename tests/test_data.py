@@ -159,7 +159,7 @@ def test_train_preprocessing_is_a_function_of_the_seed():
 
 def test_dataset_info_counts_the_built_in_splits(shapes_config):
   info = data.get_dataset_info(shapes_config)
-  assert info == data.DatasetInfo(num_classes=10, num_train_examples=NUM_TRAIN,
+  assert info == data.DatasetInfo(num_classes=20, num_train_examples=NUM_TRAIN,  # 2.0.0's
                                   num_eval_examples=NUM_TEST)
 
 
