@@ -56,6 +56,7 @@ import logging as std_logging
 import os
 import sys
 import tempfile
+import warnings
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 if __name__ == '__main__':
@@ -327,7 +328,10 @@ def to_tflite(logits_fn: Callable, input_shape: Sequence[int], quantize: str = '
     converter.representative_dataset = lambda: ([batch] for batch in calibration())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   try:
-    return converter.convert()
+    with warnings.catch_warnings():
+      # Notes on the converter's own choices (e.g. float input statistics), not the user's.
+      warnings.simplefilter('ignore')
+      return converter.convert()
   except Exception as e:  # pylint: disable=broad-except  # the converter's errors are many
     lines = [line.strip() for line in str(e).splitlines() if 'error:' in line] or [str(e)]
     raise ExportError(f'the TFLite converter cannot express this model '
@@ -342,7 +346,9 @@ def tflite_to_onnx(tflite_model: bytes) -> bytes:
     with open(path, 'wb') as f:
       f.write(tflite_model)
     try:
-      proto, _ = tf2onnx.convert.from_tflite(path, opset=ONNX_OPSET)
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tf2onnx reads the model with tf.lite's deprecated interpreter
+        proto, _ = tf2onnx.convert.from_tflite(path, opset=ONNX_OPSET)
     except Exception as e:  # pylint: disable=broad-except
       raise ExportError(f'tf2onnx cannot convert this model to ONNX ({type(e).__name__}: '
                         f'{(str(e).splitlines() or [""])[0][:300]}).') from e
@@ -411,6 +417,10 @@ def check_runs(model: bytes, format: str, input_shape: Sequence[int]) -> None:  
 def _data_config(source: Source, resolution: int, **overrides) -> ml_collections.ConfigDict:
   """The run's data config at `resolution`, checked to still describe the run's classes."""
   data_config = ml_collections.ConfigDict(source.config.data.to_dict())
+  if 'render_resolution' in data_config:
+    # The built-in dataset renders at the input side unless told: at another
+    # --resolution these are the run's images, resized by the eval preprocessing.
+    data_config.render_resolution = data_config.render_resolution or data_config.resolution
   data_config.resolution = resolution
   data_config.update(overrides)
   with errors.user_input():
@@ -492,6 +502,10 @@ def export(source: Source, format: str, *, resolution: Optional[int] = None,  # 
     raise ExportError(f'--memory-split {memory_split} at {resolution} px: the last blocks\' '
                       f'feature maps are 1 pixel wide, where the TFLite converter fails on '
                       f'the split projection; use --resolution {OUTPUT_STRIDE + 1} or more.')
+  missing = missing_packages(format)
+  if missing:
+    raise errors.UserError(f'--format {format} needs {", ".join(missing)}: install the export '
+                           f'extra, pip install -e .[export]')
   input_shape = (batch, resolution, resolution, 3)
   calibration = None
   if quantize == 'int8':
@@ -597,10 +611,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     ('--evaluate', 'the eval data'))
       raise errors.UserError(f'{flag} needs a --workdir: {what} are a training run\'s, a '
                              f'pretrained directory has neither.')
-    missing = missing_packages(args.format)
-    if missing:
-      raise errors.UserError(f'--format {args.format} needs {", ".join(missing)}: install the '
-                             f'export extra, pip install -e .[export]')
     source = (load_workdir(args.workdir, raw=args.raw) if args.workdir
               else load_pretrained_directory(args.pretrained))
     resolution = args.resolution or source.resolution
