@@ -49,6 +49,7 @@ model the converters cannot express is one `error:` line and exit status 2
 """
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -518,12 +519,43 @@ def export(source: Source, format: str, *, resolution: Optional[int] = None,  # 
                              f'images of the training split.')
     calibration = lambda: (images[start:start + batch]
                            for start in range(0, len(images) - batch + 1, batch))
-  model_bytes = to_tflite(inference_function(model, source.variables), input_shape, quantize,
-                          calibration)
-  if format == 'onnx':
-    model_bytes = tflite_to_onnx(model_bytes)
-  check_runs(model_bytes, format, input_shape)
+  with native_output_held_back():
+    model_bytes = to_tflite(inference_function(model, source.variables), input_shape, quantize,
+                            calibration)
+    if format == 'onnx':
+      model_bytes = tflite_to_onnx(model_bytes)
+    check_runs(model_bytes, format, input_shape)
   return model_bytes
+
+
+@contextlib.contextmanager
+def native_output_held_back() -> Iterator[None]:
+  """Holds back what is written to file descriptor 2 (the converters' and runtimes' C++ notes).
+
+  It is shown after a bug (an exception other than UserError) or with
+  `errors.verbose()`, and dropped otherwise, so that a refused export prints
+  its error line alone (as `errors.logs_held_back` does for log records).
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    show = errors.verbose()
+    try:
+      yield
+    except errors.UserError:
+      raise
+    except BaseException:
+      show = True
+      raise
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if show:
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors='replace'))
+        sys.stderr.flush()
 
 
 def write_atomically(path: str, contents: bytes) -> None:

@@ -347,3 +347,10 @@ def test_int8_memory_split_that_litert_cannot_run_is_refused(workdir, tmp_path, 
   _refused(['--workdir', workdir[0], '--format', 'tflite', '--memory-split', '4', '--resolution',
             '40', '--quantize', 'int8', '--calibration-images', '8', '--out', out], capsys, out,
            'LiteRT cannot run the exported model')
+
+
+def test_missing_export_extra_is_named(workdir, tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(export, 'missing_packages', lambda format: ['tf2onnx', 'onnxruntime'])
+  out = _out(tmp_path, 'model.onnx')
+  _refused(['--workdir', workdir[0], '--format', 'onnx', '--out', out], capsys, out,
+           'tf2onnx, onnxruntime', 'pip install -e .[export]')
