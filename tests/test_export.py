@@ -8,7 +8,7 @@ and 0.5, at 32 and 40 px (1-pixel-wide last feature maps at 32, odd ones at
 pretrained directory. The weights are random, drawn so that the logits are a
 few units and differ between images by about as much (asserted by every
 comparison), so that 1e-4 is float32 rounding and a wrong layer is far off;
-the measured differences are 0.6-3e-5.
+the differences observed are 1-3e-5.
 
 Needs the export extra (`pip install -e .[export]`); without it the tests
 that convert are skipped, and the refusals that come before any conversion
