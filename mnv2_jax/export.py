@@ -105,9 +105,9 @@ def optional_module(key: str):
                            f'pip install -e .[export]') from e
 
 
-def missing_packages(format: str) -> list[str]:  # pylint: disable=redefined-builtin
-  """The pip names of the packages an export to `format` needs and lacks."""
-  keys = ('litert',) if format == 'tflite' else ('tf2onnx', 'onnxruntime')
+def missing_packages(file_format: str) -> list[str]:
+  """The pip names of the packages an export to `file_format` needs and lacks."""
+  keys = ('litert',) if file_format == 'tflite' else ('tf2onnx', 'onnxruntime')
   missing = []
   for key in keys:
     try:
@@ -348,7 +348,8 @@ def tflite_to_onnx(tflite_model: bytes) -> bytes:
       f.write(tflite_model)
     try:
       with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # tf2onnx reads the model with tf.lite's deprecated interpreter
+        # tf2onnx reads the model with tf.lite's deprecated interpreter.
+        warnings.simplefilter('ignore')
         proto, _ = tf2onnx.convert.from_tflite(path, opset=ONNX_OPSET)
     except Exception as e:  # pylint: disable=broad-except
       raise ExportError(f'tf2onnx cannot convert this model to ONNX ({type(e).__name__}: '
@@ -363,22 +364,22 @@ class Runtime:
   one padded with zeros).
   """
 
-  def __init__(self, model: bytes, format: str):  # pylint: disable=redefined-builtin
-    self.format = format
-    if format == 'tflite':
+  def __init__(self, model: bytes, file_format: str):
+    self.file_format = file_format
+    if file_format == 'tflite':
       interpreter_lib = optional_module('litert')
       self._interpreter = interpreter_lib.Interpreter(model_content=model)
       self._interpreter.allocate_tensors()
       self.input_shape = tuple(self._interpreter.get_input_details()[0]['shape'])
-    elif format == 'onnx':
+    elif file_format == 'onnx':
       ort = optional_module('onnxruntime')
       self._session = ort.InferenceSession(model, providers=['CPUExecutionProvider'])
       self.input_shape = tuple(self._session.get_inputs()[0].shape)
     else:
-      raise ValueError(f'format must be one of {list(FORMATS)}, got {format!r}.')
+      raise ValueError(f'file_format must be one of {list(FORMATS)}, got {file_format!r}.')
 
   def _run(self, images: np.ndarray) -> np.ndarray:
-    if self.format == 'onnx':
+    if self.file_format == 'onnx':
       return self._session.run(None, {self._session.get_inputs()[0].name: images})[0]
     interpreter = self._interpreter
     interpreter.set_tensor(interpreter.get_input_details()[0]['index'], images)
@@ -397,14 +398,14 @@ class Runtime:
     return np.concatenate(outputs)
 
 
-def check_runs(model: bytes, format: str, input_shape: Sequence[int]) -> None:  # pylint: disable=redefined-builtin
+def check_runs(model: bytes, file_format: str, input_shape: Sequence[int]) -> None:
   """Loads `model` in its runtime and runs it once: what converts but cannot run is refused."""
   try:
-    logits = Runtime(model, format)(np.zeros(input_shape, np.float32))
+    logits = Runtime(model, file_format)(np.zeros(input_shape, np.float32))
   except errors.UserError:
     raise
   except Exception as e:  # pylint: disable=broad-except
-    runtime = 'LiteRT' if format == 'tflite' else 'ONNX Runtime'
+    runtime = 'LiteRT' if file_format == 'tflite' else 'ONNX Runtime'
     raise ExportError(f'{runtime} cannot run the exported model ({type(e).__name__}: '
                       f'{" ".join(str(e).split())[:300]}).') from e
   if not np.all(np.isfinite(logits)):
@@ -489,7 +490,7 @@ def evaluate(predictors: dict[str, Callable[[np.ndarray], np.ndarray]],
 # The command
 
 
-def export(source: Source, format: str, *, resolution: Optional[int] = None,  # pylint: disable=redefined-builtin
+def export(source: Source, file_format: str, *, resolution: Optional[int] = None,
            batch: int = 1, quantize: str = 'none', memory_split: int = 1,
            num_calibration_images: int = DEFAULT_CALIBRATION_IMAGES) -> bytes:
   """The exported model of `source` as bytes, checked to run in its runtime."""
@@ -503,10 +504,10 @@ def export(source: Source, format: str, *, resolution: Optional[int] = None,  # 
     raise ExportError(f'--memory-split {memory_split} at {resolution} px: the last blocks\' '
                       f'feature maps are 1 pixel wide, where the TFLite converter fails on '
                       f'the split projection; use --resolution {OUTPUT_STRIDE + 1} or more.')
-  missing = missing_packages(format)
+  missing = missing_packages(file_format)
   if missing:
-    raise errors.UserError(f'--format {format} needs {", ".join(missing)}: install the export '
-                           f'extra, pip install -e .[export]')
+    raise errors.UserError(f'--format {file_format} needs {", ".join(missing)}: install the '
+                           f'export extra, pip install -e .[export]')
   input_shape = (batch, resolution, resolution, 3)
   calibration = None
   if quantize == 'int8':
@@ -522,9 +523,9 @@ def export(source: Source, format: str, *, resolution: Optional[int] = None,  # 
   with native_output_held_back():
     model_bytes = to_tflite(inference_function(model, source.variables), input_shape, quantize,
                             calibration)
-    if format == 'onnx':
+    if file_format == 'onnx':
       model_bytes = tflite_to_onnx(model_bytes)
-    check_runs(model_bytes, format, input_shape)
+    check_runs(model_bytes, file_format, input_shape)
   return model_bytes
 
 
@@ -611,11 +612,11 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _check_out(out: str, format: str) -> str:  # pylint: disable=redefined-builtin
+def _check_out(out: str, file_format: str) -> str:
   out = os.path.abspath(out)
   if os.path.isdir(out):
     raise errors.UserError(f'--out {out} is a directory; give the file to write, e.g. '
-                           f'{os.path.join(out, "model." + format)}.')
+                           f'{os.path.join(out, "model." + file_format)}.')
   if not os.path.isdir(os.path.dirname(out)):
     raise errors.UserError(f'--out {out}: its directory {os.path.dirname(out)} does not exist.')
   return out

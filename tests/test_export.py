@@ -234,7 +234,7 @@ def test_int8_is_integer_calibrated_smaller_and_close_to_float(workdir, tmp_path
   if format == 'tflite':
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
     interpreter = Interpreter(model_content=int8)
-    ops = {op['op_name'] for op in interpreter._get_ops_details()}  # pylint: disable=protected-access
+    ops = {op['op_name'] for op in interpreter._get_ops_details()}
     assert {'QUANTIZE', 'DEQUANTIZE', 'CONV_2D', 'DEPTHWISE_CONV_2D'} <= ops, ops
     # Convolution kernels (out, h, w, in); activations have batch 1.
     kernels = [detail['dtype'] for detail in interpreter.get_tensor_details()
