@@ -2,7 +2,7 @@ r"""Exports a trained network to TFLite (LiteRT) or ONNX, the files mobile runti
 
   python -m mnv2_jax.export --workdir WORKDIR --format tflite --out model.tflite
   python -m mnv2_jax.export --pretrained DIR --format onnx --out model.onnx
-      [--raw] [--resolution R] [--batch N] [--quantize none|dynamic|int8]
+      [--raw] [--resolution R] [--batch N|dynamic] [--quantize none|dynamic|int8]
       [--memory-split T] [--calibration-images 256] [--evaluate]
 
 The network comes from its source, nothing is retyped: a training workdir
@@ -13,8 +13,10 @@ holds the inference network: BN with its moving statistics (the converter folds
 it into the convolutions), no dropout; input float32 NHWC images in [-1, 1]
 (the eval preprocessing, `x / 127.5 - 1`) of shape (N, R, R, 3), output the
 logits (N, classes). R is the source's resolution unless --resolution, N is 1
-unless --batch. `--memory-split T` exports MobileNetV2's Section 5.1 inference
-(bottlenecks in T channel groups, `models/memory_split.py`).
+unless --batch; `--batch dynamic` leaves N open (TFLite only: tf2onnx's model
+of such a file keeps batch 1 in a Reshape). `--memory-split T` exports
+MobileNetV2's Section 5.1 inference (bottlenecks in T channel groups,
+`models/memory_split.py`).
 
 How (docs/export.md says why, and what the tests measure):
 - TFLite: `jax2tf.convert` (JAX's TF bridge; in JAX 0.10 it embeds the
@@ -313,11 +315,17 @@ def to_tflite(logits_fn: Callable, input_shape: Sequence[int], quantize: str = '
               calibration: Optional[Callable[[], Iterator[np.ndarray]]] = None) -> bytes:
   """The TFLite flatbuffer of `logits_fn` for float32 input of `input_shape`.
 
-  `calibration` yields input batches of `input_shape` for `quantize='int8'`.
+  A batch of None is left dynamic (jax2tf's shape polymorphism). `calibration`
+  yields input batches for `quantize='int8'`.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  function = tf.function(jax2tf.convert(logits_fn, with_gradient=False), autograph=False,
+  polymorphic_shapes = (None if input_shape[0] is not None else
+                        [f'(b, {", ".join(str(side) for side in input_shape[1:])})'])
+  # Lowered for the CPU whatever this machine's accelerator: the file runs on phones.
+  converted = jax2tf.convert(logits_fn, with_gradient=False, polymorphic_shapes=polymorphic_shapes,
+                             native_serialization_platforms=('cpu',))
+  function = tf.function(converted, autograph=False,
                          input_signature=[tf.TensorSpec(input_shape, tf.float32, INPUT_NAME)])
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [function.get_concrete_function()], function)
@@ -360,8 +368,8 @@ def tflite_to_onnx(tflite_model: bytes) -> bytes:
 class Runtime:
   """An exported model in its runtime: logits of any number of float32 NHWC images.
 
-  The file's batch size is fixed; images are fed in chunks of it (the last
-  one padded with zeros).
+  Images are fed in chunks of the file's batch size (the last one padded with
+  zeros), or all at once to a file of dynamic batch size (input_shape[0] None).
   """
 
   def __init__(self, model: bytes, file_format: str):
@@ -370,7 +378,8 @@ class Runtime:
       interpreter_lib = optional_module('litert')
       self._interpreter = interpreter_lib.Interpreter(model_content=model)
       self._interpreter.allocate_tensors()
-      self.input_shape = tuple(self._interpreter.get_input_details()[0]['shape'])
+      signature = self._interpreter.get_input_details()[0]['shape_signature']
+      self.input_shape = tuple(None if side < 0 else int(side) for side in signature)
     elif file_format == 'onnx':
       ort = optional_module('onnxruntime')
       self._session = ort.InferenceSession(model, providers=['CPUExecutionProvider'])
@@ -389,6 +398,11 @@ class Runtime:
   def __call__(self, images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, np.float32)
     batch = self.input_shape[0]
+    if batch is None:
+      index = self._interpreter.get_input_details()[0]['index']
+      self._interpreter.resize_tensor_input(index, images.shape)
+      self._interpreter.allocate_tensors()
+      return self._run(images)
     outputs = []
     for start in range(0, len(images), batch):
       chunk = images[start:start + batch]
@@ -401,7 +415,9 @@ class Runtime:
 def check_runs(model: bytes, file_format: str, input_shape: Sequence[int]) -> None:
   """Loads `model` in its runtime and runs it once: what converts but cannot run is refused."""
   try:
-    logits = Runtime(model, file_format)(np.zeros(input_shape, np.float32))
+    # A dynamic batch is tried with 2.
+    shape = (input_shape[0] or 2,) + tuple(input_shape[1:])
+    logits = Runtime(model, file_format)(np.zeros(shape, np.float32))
   except errors.UserError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -491,9 +507,12 @@ def evaluate(predictors: dict[str, Callable[[np.ndarray], np.ndarray]],
 
 
 def export(source: Source, file_format: str, *, resolution: Optional[int] = None,
-           batch: int = 1, quantize: str = 'none', memory_split: int = 1,
+           batch: Optional[int] = 1, quantize: str = 'none', memory_split: int = 1,
            num_calibration_images: int = DEFAULT_CALIBRATION_IMAGES) -> bytes:
-  """The exported model of `source` as bytes, checked to run in its runtime."""
+  """The exported model of `source` as bytes, checked to run in its runtime.
+
+  `batch` None: a dynamic batch size (TFLite only).
+  """
   resolution = resolution or source.resolution
   with errors.user_input():
     architecture.validate_resolution(resolution)
@@ -504,6 +523,10 @@ def export(source: Source, file_format: str, *, resolution: Optional[int] = None
     raise ExportError(f'--memory-split {memory_split} at {resolution} px: the last blocks\' '
                       f'feature maps are 1 pixel wide, where the TFLite converter fails on '
                       f'the split projection; use --resolution {OUTPUT_STRIDE + 1} or more.')
+  if batch is None and file_format == 'onnx':
+    raise ExportError('--batch dynamic is for --format tflite: tf2onnx\'s ONNX model of a '
+                      'dynamic-batch TFLite model keeps batch 1 in a Reshape, which ONNX Runtime '
+                      'refuses for other batches; give a --batch N.')
   missing = missing_packages(file_format)
   if missing:
     raise errors.UserError(f'--format {file_format} needs {", ".join(missing)}: install the '
@@ -515,11 +538,12 @@ def export(source: Source, file_format: str, *, resolution: Optional[int] = None
       raise errors.UserError('--quantize int8 calibrates on the run\'s training data: export '
                              'from a --workdir (a pretrained directory has no data config).')
     images = calibration_images(source, resolution, num_calibration_images)
-    if len(images) < batch:
+    step = batch or 1
+    if len(images) < step:
       raise errors.UserError(f'--batch {batch} is more than the {len(images)} calibration '
                              f'images of the training split.')
-    calibration = lambda: (images[start:start + batch]
-                           for start in range(0, len(images) - batch + 1, batch))
+    calibration = lambda: (images[start:start + step]
+                           for start in range(0, len(images) - step + 1, step))
   with native_output_held_back():
     model_bytes = to_tflite(inference_function(model, source.variables), input_shape, quantize,
                             calibration)
@@ -577,6 +601,16 @@ def write_atomically(path: str, contents: bytes) -> None:
     raise
 
 
+def _batch(text: str) -> Optional[int]:
+  if text == 'dynamic':
+    return None
+  try:
+    return _positive_int(text)
+  except argparse.ArgumentTypeError:
+    raise argparse.ArgumentTypeError(f'must be an integer >= 1 or \'dynamic\', got '
+                                     f'{text!r}') from None
+
+
 def _positive_int(text: str) -> int:
   try:
     value = int(text)
@@ -600,7 +634,8 @@ def _parser() -> argparse.ArgumentParser:
                       help='a workdir\'s raw weights instead of their EMA')
   parser.add_argument('--resolution', type=int,
                       help='input side in pixels (>= 32); default: the source\'s')
-  parser.add_argument('--batch', type=_positive_int, default=1, help='batch size of the input')
+  parser.add_argument('--batch', type=_batch, default=1,
+                      help='batch size of the input, or \'dynamic\' (TFLite only)')
   parser.add_argument('--quantize', choices=QUANTIZATIONS, default='none')
   parser.add_argument('--memory-split', type=_positive_int, default=1,
                       help='MobileNetV2 bottlenecks in T channel groups (paper Section 5.1)')
@@ -655,7 +690,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   write_atomically(out, model_bytes)
   print(f'Wrote {out} ({len(model_bytes):,} bytes): {args.format}, quantize {args.quantize}, '
         f'memory split {args.memory_split}, of {source.description}; input {INPUT_NAME} '
-        f'float32 ({args.batch}, {resolution}, {resolution}, 3) in [-1, 1], logits out.')
+        f'float32 ({args.batch or "N"}, {resolution}, {resolution}, 3) in [-1, 1], logits out.')
   if args.evaluate:
     runtime = Runtime(model_bytes, args.format)
     reference = jax.jit(inference_function(inference_model(source.model), source.variables))

@@ -104,6 +104,20 @@ def test_float_export_matches_model_apply_in_litert_and_onnx_runtime(width, reso
     assert _max_difference(runtime(images), reference) < TOLERANCE, format
 
 
+@needs_export_extra
+def test_dynamic_batch_tflite_runs_any_batch():
+  config = _config(0.35, 40)
+  model = state_lib.create_model(config, NUM_CLASSES)
+  variables = _random_variables(model, 40, seed=6)
+  source = export.Source(model, variables, 40, NUM_CLASSES, 'test weights')
+  runtime = export.Runtime(export.export(source, 'tflite', batch=None), 'tflite')
+  assert runtime.input_shape == (None, 40, 40, 3)
+  images = _images(3, 40)
+  reference = np.asarray(model.apply(variables, images, train=False))
+  assert _max_difference(runtime(images), reference) < TOLERANCE
+  assert _max_difference(runtime(images[:2]), reference[:2]) < TOLERANCE
+
+
 # ----------------------------------------------------------------------------
 # From the files: a training workdir and a pretrained directory
 
@@ -347,6 +361,14 @@ def test_int8_memory_split_that_litert_cannot_run_is_refused(workdir, tmp_path, 
   _refused(['--workdir', workdir[0], '--format', 'tflite', '--memory-split', '4', '--resolution',
             '40', '--quantize', 'int8', '--calibration-images', '8', '--out', out], capsys, out,
            'LiteRT cannot run the exported model')
+
+
+def test_dynamic_batch_onnx_is_refused(workdir, tmp_path, capsys):
+  out = _out(tmp_path, 'model.onnx')
+  _refused(['--workdir', workdir[0], '--format', 'onnx', '--batch', 'dynamic', '--out', out],
+           capsys, out, '--batch dynamic', '--format tflite')
+  _refused(['--workdir', workdir[0], '--format', 'tflite', '--batch', 'any', '--out', out],
+           capsys, out, '--batch', "'dynamic'", "'any'")
 
 
 def test_missing_export_extra_is_named(workdir, tmp_path, capsys, monkeypatch):
