@@ -372,17 +372,21 @@ class Runtime:
   zeros), or all at once to a file of dynamic batch size (input_shape[0] None).
   """
 
-  def __init__(self, model: bytes, file_format: str):
+  def __init__(self, model: bytes, file_format: str, threads: Optional[int] = None):
+    """`threads`: the runtime's intra-op threads (None: its default)."""
     self.file_format = file_format
     if file_format == 'tflite':
       interpreter_lib = optional_module('litert')
-      self._interpreter = interpreter_lib.Interpreter(model_content=model)
+      self._interpreter = interpreter_lib.Interpreter(model_content=model, num_threads=threads)
       self._interpreter.allocate_tensors()
       signature = self._interpreter.get_input_details()[0]['shape_signature']
       self.input_shape = tuple(None if side < 0 else int(side) for side in signature)
     elif file_format == 'onnx':
       ort = optional_module('onnxruntime')
-      self._session = ort.InferenceSession(model, providers=['CPUExecutionProvider'])
+      options = ort.SessionOptions()
+      if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+      self._session = ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
       self.input_shape = tuple(self._session.get_inputs()[0].shape)
     else:
       raise ValueError(f'file_format must be one of {list(FORMATS)}, got {file_format!r}.')
@@ -508,10 +512,13 @@ def evaluate(predictors: dict[str, Callable[[np.ndarray], np.ndarray]],
 
 def export(source: Source, file_format: str, *, resolution: Optional[int] = None,
            batch: Optional[int] = 1, quantize: str = 'none', memory_split: int = 1,
-           num_calibration_images: int = DEFAULT_CALIBRATION_IMAGES) -> bytes:
+           num_calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+           calibration: Optional[np.ndarray] = None) -> bytes:
   """The exported model of `source` as bytes, checked to run in its runtime.
 
-  `batch` None: a dynamic batch size (TFLite only).
+  `batch` None: a dynamic batch size (TFLite only). int8 is calibrated on
+  `calibration` (float32 NHWC images in [-1, 1]) if given, else on the run's
+  training images (`calibration_images`).
   """
   resolution = resolution or source.resolution
   with errors.user_input():
@@ -532,21 +539,22 @@ def export(source: Source, file_format: str, *, resolution: Optional[int] = None
     raise errors.UserError(f'--format {file_format} needs {", ".join(missing)}: install the '
                            f'export extra, pip install -e .[export]')
   input_shape = (batch, resolution, resolution, 3)
-  calibration = None
+  calibration_batches = None
   if quantize == 'int8':
-    if source.config is None:
+    if calibration is None and source.config is None:
       raise errors.UserError('--quantize int8 calibrates on the run\'s training data: export '
                              'from a --workdir (a pretrained directory has no data config).')
-    images = calibration_images(source, resolution, num_calibration_images)
+    images = (calibration_images(source, resolution, num_calibration_images)
+              if calibration is None else np.asarray(calibration, np.float32))
     step = batch or 1
     if len(images) < step:
       raise errors.UserError(f'--batch {batch} is more than the {len(images)} calibration '
                              f'images of the training split.')
-    calibration = lambda: (images[start:start + step]
-                           for start in range(0, len(images) - step + 1, step))
+    calibration_batches = lambda: (images[start:start + step]
+                                   for start in range(0, len(images) - step + 1, step))
   with native_output_held_back():
     model_bytes = to_tflite(inference_function(model, source.variables), input_shape, quantize,
-                            calibration)
+                            calibration_batches)
     if file_format == 'onnx':
       model_bytes = tflite_to_onnx(model_bytes)
     check_runs(model_bytes, file_format, input_shape)

@@ -32,6 +32,15 @@ compares every reading with Table 7).
 channel groups (paper Section 5.1, `mnv2_jax/stats/memory.py`): per T the
 analytic eq. (2) peak, XLA's compiled temp memory and the latency, plus the
 Table 3 reproduction; with `--json` a JSON list of rows.
+
+  python -m mnv2_jax.stats --latency [--runtime litert,onnxruntime,jax] [--threads 1] \
+      [--width 1.0,1.4] [--resolution 224] [--latency-runs 50] [--split 1,4] [--json]
+
+`--latency` times batch-1 inference of MobileNetV1 1.0 and MobileNetV2 1.0, 1.4 (and
+any --width) as exported files in LiteRT and ONNX Runtime (float32 and int8) and in JAX,
+the paper's Table 4 way (`mnv2_jax/stats/latency.py`; needs `pip install -e .[export]`
+for the first two): median and 90th percentile, and the ratios to MobileNetV1 beside the
+paper's.
 """
 
 import argparse
@@ -42,6 +51,9 @@ from typing import Optional, Sequence
 from mnv2_jax import errors
 from mnv2_jax.models import architecture, ssdlite_architecture
 from mnv2_jax.stats import counts, detection, segmentation
+
+
+MEMORY_LATENCY_RUNS = 20
 
 
 def _comma_separated(parse, what: str):
@@ -92,11 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
   memory_flags.add_argument('--memory', action='store_true',
                             help='report peak activation memory and latency of split inference')
   memory_flags.add_argument('--split', type=_comma_separated(int, 'integers'),
-                            default=[1, 2, 4, 8], help='memory_split values T, e.g. 1,2,4,8')
+                            default=None, help='memory_split values T, e.g. 1,2,4,8 '
+                                               '(default 1,2,4,8; with --latency 1)')
   memory_flags.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   memory_flags.add_argument('--batch-size', type=int, default=1)
-  memory_flags.add_argument('--latency-runs', type=int, default=20,
-                            help='timed runs per T (0: compile only, no latency)')
+  memory_flags.add_argument('--latency-runs', type=int, default=None,
+                            help='timed runs per T (0: compile only, no latency; default '
+                                 f'{MEMORY_LATENCY_RUNS}); with --latency per variant '
+                                 '(default 50)')
+  latency_flags = parser.add_argument_group('--latency mode (paper Table 4)')
+  latency_flags.add_argument('--latency', action='store_true',
+                             help='time batch-1 inference in LiteRT, ONNX Runtime and JAX')
+  latency_flags.add_argument('--runtime', type=_comma_separated(str, 'runtimes'),
+                             default=['litert', 'onnxruntime', 'jax'],
+                             help='runtimes to time, among litert,onnxruntime,jax')
+  latency_flags.add_argument('--threads', type=int, default=1,
+                             help='inference threads (default 1: the paper\'s one core)')
   return parser
 
 
@@ -185,6 +208,9 @@ def accounting_report(args: argparse.Namespace) -> str:
 def memory_report(args: argparse.Namespace) -> str:
   if args.model != 'mobilenet_v2':
     raise ValueError('--memory applies to mobilenet_v2 only (the split needs bottleneck blocks).')
+  args.split = args.split or [1, 2, 4, 8]
+  if args.latency_runs is None:
+    args.latency_runs = MEMORY_LATENCY_RUNS
   if args.latency_runs < 0:
     raise ValueError(f'--latency-runs must be >= 0, got {args.latency_runs}.')
   for resolution in args.resolution:
@@ -200,6 +226,32 @@ def memory_report(args: argparse.Namespace) -> str:
   return '\n\n'.join(tables + [memory.format_memory_rows(rows)])
 
 
+def latency_report(args: argparse.Namespace) -> str:
+  """Batch-1 latency of MobileNetV1 1.0 and MobileNetV2 (`mnv2_jax/stats/latency.py`)."""
+  if args.memory:
+    raise ValueError('--latency and --memory are separate modes; pass one of them.')
+  if args.model != 'mobilenet_v2' or args.num_classes != 1000 or args.expansion_ratio:
+    raise ValueError('--latency times MobileNetV1 1.0 and MobileNetV2 at --width with 1000 '
+                     'classes; --model, --num-classes and --expansion-ratio do not apply.')
+  if args.threads < 1:
+    raise ValueError(f'--threads must be >= 1, got {args.threads}.')
+  runs = 50 if args.latency_runs is None else args.latency_runs
+  if runs < 1:
+    raise ValueError(f'--latency-runs must be >= 1 with --latency, got {runs}.')
+  unknown = [runtime for runtime in args.runtime
+             if runtime not in ('litert', 'onnxruntime', 'jax')]
+  if unknown:
+    raise ValueError(f'--runtime {",".join(unknown)} is not one of litert,onnxruntime,jax.')
+  for resolution in args.resolution:
+    architecture.validate_resolution(resolution)
+  from mnv2_jax.stats import latency  # Imports JAX: only for this mode.
+  # Before anything starts JAX's CPU backend.
+  jax_threads = args.threads if latency.set_jax_threads(args.threads) else None
+  rows = latency.latency_rows(args.width, args.resolution, args.runtime, args.split or [1],
+                              args.threads, runs, jax_threads)
+  return json.dumps(rows, indent=1) if args.json else latency.format_table(rows)
+
+
 @errors.command_line
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Parses `argv` (default sys.argv[1:]) and prints the report of the chosen mode.
@@ -211,7 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = build_parser()
   args = with_model_defaults(parser.parse_args(argv))
   with errors.user_input():  # the modes' checks of the flag values
-    report = memory_report(args) if args.memory else accounting_report(args)
+    report = (latency_report(args) if args.latency else memory_report(args) if args.memory
+              else accounting_report(args))
   print(report)
   return 0
 

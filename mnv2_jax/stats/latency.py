@@ -1,0 +1,209 @@
+r"""Batch-1 inference latency on this CPU, the paper's way (Table 4: TF-Lite on one Pixel 1 core).
+
+  python -m mnv2_jax.stats --latency [--runtime litert,onnxruntime,jax] [--threads 1] \
+      [--width 1.0,1.4] [--resolution 224] [--latency-runs 50] [--split 1,4] [--json]
+
+Times MobileNetV1 1.0 (the paper's baseline) and MobileNetV2 at 1.0, 1.4 and any other --width,
+at each --resolution: the TFLite and ONNX files of `mnv2_jax.export` (float32 and int8) in LiteRT
+and ONNX Runtime, and the jitted `model.apply` (float32) in JAX, all at batch 1 on --threads
+threads (default 1, the paper's one core). Every variant is converted, loaded and warmed up
+first; then the timed runs go round the variants, one run of each per round, --latency-runs
+rounds (default 50), so that other load on the machine hits all of them alike. A row has the
+median and the 90th percentile, and the median's ratio to MobileNetV1 1.0's (same runtime,
+precision, resolution) beside the paper's: 75 / 113 = 0.66 for MobileNetV2 1.0, 143 / 113 = 1.27
+for 1.4. `--split T` (T > 1) adds the float32 rows of MobileNetV2's Section 5.1 split inference.
+
+The weights are random (latency does not depend on them); int8 is calibrated on random images.
+Threads: LiteRT's `num_threads`, ONNX Runtime's intra- and inter-op threads, and for JAX the XLA
+CPU flags `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=N`, which only act if
+set before JAX starts its CPU backend: `python -m mnv2_jax.stats --latency` sets them first, and
+each JAX row says whether they took effect (`threads` None when not).
+"""
+
+import dataclasses
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnv2_jax import export, models
+
+RUNTIMES = ('litert', 'onnxruntime', 'jax')
+PRECISIONS = ('float32', 'int8')
+FILE_FORMATS = {'litert': 'tflite', 'onnxruntime': 'onnx'}
+BASELINE = ('mobilenet_v1', 1.0)
+# Paper Table 4 (ms, TF-Lite on one large core of a Google Pixel 1, 224 px).
+PAPER_TABLE4_MS = {('mobilenet_v1', 1.0): 113, ('mobilenet_v2', 1.0): 75,
+                   ('mobilenet_v2', 1.4): 143}
+DEFAULT_WIDTHS = (1.0, 1.4)
+DEFAULT_RUNS = 50
+WARMUP_RUNS = 5
+NUM_CLASSES = 1000
+CALIBRATION_IMAGES = 8
+
+
+def set_jax_threads(threads: int) -> bool:
+  """Asks XLA's CPU backend for `threads` intra-op threads; whether it can still take effect."""
+  if jax._src.xla_bridge.backends_are_initialized():  # pylint: disable=protected-access
+    return False
+  flags = f'--xla_cpu_multi_thread_eigen={"true" if threads > 1 else "false"} ' \
+          f'intra_op_parallelism_threads={threads}'
+  os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {flags}'.strip()
+  return True
+
+
+@dataclasses.dataclass
+class Variant:
+  """One network in one runtime and precision, ready to run on a batch of one image."""
+  model: str
+  width: float
+  resolution: int
+  runtime: str
+  precision: str
+  split: int
+  threads: Optional[int]
+  run: Callable[[np.ndarray], object]
+
+
+def _random_variables(model, resolution: int) -> dict:
+  variables = jax.jit(lambda rng: model.init(rng, jnp.zeros((1, resolution, resolution, 3)),
+                                             train=False))(jax.random.key(0))
+  return jax.tree.map(np.asarray, dict(variables))
+
+
+def build_variants(networks: Sequence[tuple[str, float]], resolutions: Sequence[int],
+                   runtimes: Sequence[str] = RUNTIMES, splits: Sequence[int] = (1,),
+                   threads: int = 1, jax_threads: Optional[int] = None,
+                   precisions: Sequence[str] = PRECISIONS) -> list[Variant]:
+  """The variants to time: each network x resolution x runtime x precision, and the splits.
+
+  Split rows (T > 1) are MobileNetV2's, float32 only: LiteRT cannot run the
+  int8 group loop (docs/export.md). `jax_threads` is what the JAX rows report.
+  """
+  for runtime in runtimes:
+    if runtime not in RUNTIMES:
+      raise ValueError(f'runtime must be among {list(RUNTIMES)}, got {runtime!r}.')
+  rng = np.random.default_rng(0)
+  variants = []
+  for name, width in networks:
+    for resolution in resolutions:
+      model = models.MODELS[name](num_classes=NUM_CLASSES, width_multiplier=width)
+      variables = _random_variables(model, resolution)
+      calibration = rng.uniform(-1, 1, (CALIBRATION_IMAGES, resolution, resolution, 3))
+      for split in splits:
+        if split > 1 and name != 'mobilenet_v2':
+          continue
+        for runtime in runtimes:
+          for precision in precisions:
+            if precision == 'int8' and (runtime == 'jax' or split > 1):
+              continue
+            if runtime == 'jax':
+              apply = jax.jit(lambda x, m=model.clone(memory_split=split):
+                              m.apply(variables, x, train=False))
+              run = lambda x, f=apply: jax.block_until_ready(f(x))
+              row_threads = jax_threads
+            else:
+              source = export.Source(model, variables, resolution, NUM_CLASSES, 'random weights')
+              file_format = FILE_FORMATS[runtime]
+              model_bytes = export.export(
+                  source, file_format, memory_split=split,
+                  quantize='int8' if precision == 'int8' else 'none', calibration=calibration)
+              run = export.Runtime(model_bytes, file_format, threads=threads)
+              row_threads = threads
+            variants.append(Variant(name, width, resolution, runtime, precision, split,
+                                    row_threads, run))
+  return variants
+
+
+def time_variants(variants: Sequence[Variant], runs: int = DEFAULT_RUNS,
+                  warmup: int = WARMUP_RUNS,
+                  clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+  """Median and 90th percentile (ms) of `runs` batch-1 runs of each variant, round-robin."""
+  if runs < 1:
+    raise ValueError(f'runs must be >= 1, got {runs}.')
+  images = {resolution: np.random.default_rng(1).uniform(
+      -1, 1, (1, resolution, resolution, 3)).astype(np.float32)
+            for resolution in {variant.resolution for variant in variants}}
+  for variant in variants:
+    for _ in range(warmup):
+      variant.run(images[variant.resolution])
+  milliseconds = [[] for _ in variants]
+  for _ in range(runs):
+    for variant, times in zip(variants, milliseconds):
+      start = clock()
+      variant.run(images[variant.resolution])
+      times.append((clock() - start) * 1000)
+  rows = [{'model': variant.model, 'width': variant.width, 'resolution': variant.resolution,
+           'runtime': variant.runtime, 'precision': variant.precision, 'split': variant.split,
+           'threads': variant.threads, 'runs': runs,
+           'median_ms': float(np.median(times)), 'p90_ms': float(np.percentile(times, 90))}
+          for variant, times in zip(variants, milliseconds)]
+  return with_ratios(rows)
+
+
+def with_ratios(rows: Sequence[dict]) -> list[dict]:
+  """Adds each median's ratio to MobileNetV1 1.0's of the same runtime, precision and size,
+  and the paper's ratio for the networks of Table 4."""
+  baselines = {(row['runtime'], row['precision'], row['resolution']): row['median_ms']
+               for row in rows if (row['model'], row['width']) == BASELINE and row['split'] == 1}
+  paper_baseline = PAPER_TABLE4_MS[BASELINE]
+  result = []
+  for row in rows:
+    baseline = baselines.get((row['runtime'], row['precision'], row['resolution']))
+    paper = PAPER_TABLE4_MS.get((row['model'], row['width']))
+    result.append(dict(row, ratio_to_v1=row['median_ms'] / baseline if baseline else None,
+                       paper_ratio_to_v1=(paper / paper_baseline
+                                          if paper and row['split'] == 1 else None)))
+  return result
+
+
+def ordering_holds(rows: Sequence[dict]) -> dict[tuple[str, str, int], Optional[bool]]:
+  """Per (runtime, precision, resolution): whether the paper's ordering holds here,
+  MobileNetV2 1.0 < MobileNetV1 1.0 < MobileNetV2 1.4 (None: a network is missing)."""
+  medians = {}
+  for row in rows:
+    if row['split'] == 1:
+      medians.setdefault((row['runtime'], row['precision'], row['resolution']), {})[
+          (row['model'], row['width'])] = row['median_ms']
+  order = [('mobilenet_v2', 1.0), BASELINE, ('mobilenet_v2', 1.4)]
+  return {key: (all(by_network[a] < by_network[b] for a, b in zip(order, order[1:]))
+                if all(network in by_network for network in order) else None)
+          for key, by_network in medians.items()}
+
+
+def format_table(rows: Sequence[dict]) -> str:
+  header = ('model', 'width', 'res', 'runtime', 'precision', 'split', 'threads', 'median ms',
+            'p90 ms', 'vs V1 1.0', 'paper')
+  lines = [header]
+  for row in rows:
+    lines.append((row['model'], f'{row["width"]:g}', str(row['resolution']), row['runtime'],
+                  row['precision'], str(row['split']),
+                  '-' if row['threads'] is None else str(row['threads']),
+                  f'{row["median_ms"]:.2f}', f'{row["p90_ms"]:.2f}',
+                  '-' if row['ratio_to_v1'] is None else f'{row["ratio_to_v1"]:.2f}',
+                  '-' if row['paper_ratio_to_v1'] is None else f'{row["paper_ratio_to_v1"]:.2f}'))
+  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+  table = '\n'.join('  '.join(cell.ljust(w) if i < 5 else cell.rjust(w)
+                              for i, (cell, w) in enumerate(zip(line, widths)))
+                    for line in lines)
+  verdicts = [f'{runtime} {precision} {resolution}px: MobileNetV2 1.0 < MobileNetV1 1.0 < '
+              f'MobileNetV2 1.4 (the paper\'s order) '
+              f'{"holds" if holds else "does not hold" if holds is not None else "-"}'
+              for (runtime, precision, resolution), holds in ordering_holds(rows).items()
+              if holds is not None]
+  return '\n'.join([table] + verdicts)
+
+
+def latency_rows(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[int] = (224,),
+                 runtimes: Sequence[str] = RUNTIMES, splits: Sequence[int] = (1,),
+                 threads: int = 1, runs: int = DEFAULT_RUNS,
+                 jax_threads: Optional[int] = None) -> list[dict]:
+  """MobileNetV1 1.0 and MobileNetV2 at `widths` (with 1.0 and 1.4), timed (see module doc)."""
+  networks = [BASELINE] + [('mobilenet_v2', width)
+                           for width in sorted(set(DEFAULT_WIDTHS) | set(widths))]
+  variants = build_variants(networks, resolutions, runtimes, sorted(set(splits) | {1}),
+                            threads, jax_threads)
+  return time_variants(variants, runs)
