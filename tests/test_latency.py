@@ -87,3 +87,15 @@ def test_bad_latency_flags_are_one_error_line(flags, fragment, capsys):
   assert stats_main(['--latency'] + flags) == 2
   [line] = capsys.readouterr().err.splitlines()
   assert line.startswith('error: ') and fragment in line, line
+
+
+def test_each_jax_variant_runs_its_own_network_with_its_own_weights():
+  # MobileNetV1 (no memory split) and two MobileNetV2 widths in one call: each JAX variant keeps
+  # the weights it was built with, although the loop goes on to the next network.
+  variants = latency.build_variants([('mobilenet_v1', 0.25), ('mobilenet_v2', 0.35),
+                                     ('mobilenet_v2', 0.5)], [32], runtimes=('jax',),
+                                    precisions=('float32',))
+  assert [(v.model, v.width) for v in variants] == [('mobilenet_v1', 0.25), ('mobilenet_v2', 0.35),
+                                                    ('mobilenet_v2', 0.5)]
+  for variant in variants:
+    assert np.asarray(variant.run(np.zeros((1, 32, 32, 3), np.float32))).shape[0] == 1

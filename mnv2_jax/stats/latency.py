@@ -101,8 +101,10 @@ def build_variants(networks: Sequence[tuple[str, float]], resolutions: Sequence[
             if precision == 'int8' and (runtime == 'jax' or split > 1):
               continue
             if runtime == 'jax':
-              apply = jax.jit(lambda x, m=model.clone(memory_split=split):
-                              m.apply(variables, x, train=False))
+              # MobileNetV1 has no memory split (only split 1 reaches here for it).
+              timed_model = model.clone(memory_split=split) if split > 1 else model
+              # Bound now: the loop rebinds `variables` for the next network.
+              apply = jax.jit(lambda x, m=timed_model, v=variables: m.apply(v, x, train=False))
               run = lambda x, f=apply: jax.block_until_ready(f(x))
               row_threads = jax_threads
             else:
