@@ -301,6 +301,19 @@ class _RenderedDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     with _expected_tfds_warnings_hidden():
       super().__init__(**kwargs)
 
+  def _image_dataset_info(self, supervised_keys=None, **features) -> tfds.core.DatasetInfo:
+    """The info of a dataset of rendered JPEG images (`image`) and these other features."""
+    resolution = self.builder_config.render_resolution
+    return self.dataset_info_from_configs(
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(resolution, resolution, 3),
+                                         encoding_format='jpeg'),
+            **features,
+        }),
+        supervised_keys=supervised_keys,
+    )
+
   def is_prepared(self) -> bool:
     with _expected_tfds_warnings_hidden():
       return super().is_prepared()
@@ -370,16 +383,9 @@ class ProceduralShapes(_RenderedDataset):
   BUILDER_CONFIGS = [make_builder_config(version=version) for version in VERSIONS]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    resolution = self.builder_config.render_resolution
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(resolution, resolution, 3),
-                                         encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(names=class_names(str(self.version))),
-        }),
+    return self._image_dataset_info(
         supervised_keys=('image', 'label'),
-    )
+        label=tfds.features.ClassLabel(names=class_names(str(self.version))))
 
   def _render_chunks(self, split, num_examples):
     config = self.builder_config
@@ -389,28 +395,24 @@ class ProceduralShapes(_RenderedDataset):
              for image, label in zip(images, labels)]
 
 
-class ProceduralShapesDetection(_RenderedDataset):
-  """1-4 occluding shapes an image with their visible boxes and classes."""
+class _SceneDataset(_RenderedDataset, skip_registration=True):
+  """What the multi-object datasets share: their version, configs and rendering cost."""
 
   VERSION = tfds.core.Version(SCENES_VERSION)
   RELEASE_NOTES = {SCENES_VERSION: 'First version.'}
   BUILDER_CONFIGS = [make_scene_builder_config()]
   RENDER_COST = _SCENE_COST
 
+
+class ProceduralShapesDetection(_SceneDataset):
+  """1-4 occluding shapes an image with their visible boxes and classes."""
+
   def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
-    resolution = config.render_resolution
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(resolution, resolution, 3),
-                                         encoding_format='jpeg'),
-            'objects': tfds.features.Sequence({
-                'bbox': tfds.features.BBoxFeature(),
-                'label': tfds.features.ClassLabel(names=class_names(config.shapes_version)),
-            }),
-        }),
-    )
+    names = class_names(self.builder_config.shapes_version)
+    return self._image_dataset_info(objects=tfds.features.Sequence({
+        'bbox': tfds.features.BBoxFeature(),
+        'label': tfds.features.ClassLabel(names=names),
+    }))
 
   def _render_chunks(self, split, num_examples):
     config = self.builder_config
@@ -420,27 +422,16 @@ class ProceduralShapesDetection(_RenderedDataset):
              for image, (boxes, labels) in zip(rendering.images, annotations(rendering))]
 
 
-class ProceduralShapesSegmentation(_RenderedDataset):
+class ProceduralShapesSegmentation(_SceneDataset):
   """The detection dataset's scenes with a per-pixel class mask."""
-
-  VERSION = tfds.core.Version(SCENES_VERSION)
-  RELEASE_NOTES = {SCENES_VERSION: 'First version.'}
-  BUILDER_CONFIGS = [make_scene_builder_config()]
-  RENDER_COST = _SCENE_COST
 
   def _info(self) -> tfds.core.DatasetInfo:
     resolution = self.builder_config.render_resolution
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(resolution, resolution, 3),
-                                         encoding_format='jpeg'),
-            # 0 background, 1 + the class of procedural_shapes' class list.
-            'segmentation_mask': tfds.features.Image(shape=(resolution, resolution, 1),
-                                                     encoding_format='png'),
-        }),
+    return self._image_dataset_info(
         supervised_keys=('image', 'segmentation_mask'),
-    )
+        # 0 background, 1 + the class of procedural_shapes' class list.
+        segmentation_mask=tfds.features.Image(shape=(resolution, resolution, 1),
+                                              encoding_format='png'))
 
   def _render_chunks(self, split, num_examples):
     config = self.builder_config
