@@ -74,7 +74,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
 
 from mnv2_jax import checkpoint as checkpoint_lib  # noqa: E402
 from mnv2_jax import data, errors, models, pretrained  # noqa: E402
@@ -186,16 +185,11 @@ class _StepMetadataNotice(std_logging.Filter):
 
 def _read_checkpoint_state(path: str) -> dict:
   """The 'state' item of a training checkpoint as a dict of host numpy arrays (read only)."""
-  checkpointer = ocp.PyTreeCheckpointer()
   notice = _StepMetadataNotice()
   logging.get_absl_logger().addFilter(notice)
   try:
-    metadata = checkpointer.metadata(path).item_metadata
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                metadata.tree)
-    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return pretrained.restore_as_numpy(path)
   finally:
-    checkpointer.close()
     logging.get_absl_logger().removeFilter(notice)
 
 

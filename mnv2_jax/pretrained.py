@@ -144,6 +144,21 @@ def _ocdbt_without_array_data(path: str) -> bool:
   return not any(files for root, _, files in os.walk(path) if os.path.basename(root) == 'd')
 
 
+def restore_as_numpy(path: str) -> Any:
+  """An orbax PyTree checkpoint (pretrained variables, a training state) as host numpy arrays.
+
+  Restoring as numpy leaves no dependence on the device layout of the writer.
+  """
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    metadata = checkpointer.metadata(path).item_metadata
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                metadata.tree)
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  finally:
+    checkpointer.close()
+
+
 def load_pretrained(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
   """Returns (variables, model_config) from a directory written by `save_pretrained`.
 
@@ -155,20 +170,13 @@ def load_pretrained(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
   if _ocdbt_without_array_data(path):
     raise ValueError(f'{path} cannot be read (its array data files are missing): the pretrained '
                      f'directory is incomplete or damaged; copy or convert it again.')
-  checkpointer = ocp.PyTreeCheckpointer()
   try:
-    metadata = checkpointer.metadata(path).item_metadata
-    # Restore as numpy: no dependence on the device layout of the writer.
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                metadata.tree)
-    variables = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    variables = restore_as_numpy(path)
   except Exception as e:  # pylint: disable=broad-except
     # Missing or truncated files (an interrupted copy) fail in many ways inside orbax.
     reason = (str(e).strip().splitlines() or [''])[0][:200]
     raise ValueError(f'{path} cannot be read ({type(e).__name__}: {reason}): the pretrained '
                      f'directory is incomplete or damaged; copy or convert it again.') from e
-  finally:
-    checkpointer.close()
   _validate_variables(variables)
   return variables, model_config
 

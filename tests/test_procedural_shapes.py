@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 
 from mnv2_jax import data  # registers the builder
 from mnv2_jax.data import procedural_shapes
+from mnv2_jax.data import scenes
 
 
 def _render(num_examples, resolution, seed, split='train', version=procedural_shapes.LATEST_VERSION):
@@ -75,9 +76,9 @@ def test_each_fine_class_is_a_twin_of_a_1_2_0_shape_that_differs_only_inside_it(
   scale, centre = 0.8, np.zeros((1, 2))
   x, y = np.meshgrid(np.arange(resolution) + 0.5, np.arange(resolution) + 0.5)
   radius = np.hypot(x - resolution / 2, y - resolution / 2) / (resolution / 2) / scale
-  spec = procedural_shapes._version_spec('2.0.0')
+  spec = scenes.version_spec('2.0.0')
   for shape in range(len(procedural_shapes.CLASS_NAMES)):
-    coarse, twin = (procedural_shapes._object_coverage(
+    coarse, twin = (scenes.object_coverage(
         np.array([label]), resolution, centre, np.zeros(1), np.array([scale]), spec)[0]
         for label in (2 * shape, 2 * shape + 1))
     differs = np.abs(coarse - twin) > 0.5
@@ -89,13 +90,13 @@ def test_a_lower_resolution_sees_the_same_object_through_larger_pixels():
   # 2.0.0's coverage of a pixel is the share of its area inside the object, so the object
   # at 32 px is exactly the one at 128 px averaged over 4x4 blocks: resolutions differ in
   # how much detail they resolve, not in what they show.
-  spec = procedural_shapes._version_spec('2.0.0')
+  spec = scenes.version_spec('2.0.0')
   labels = np.arange(20)
   rng = np.random.default_rng(0)
   frame = dict(centre=rng.uniform(-0.2, 0.2, (20, 2)), angle=rng.uniform(0, 6.3, 20),
                scale=rng.uniform(0.35, 0.8, 20))
-  fine = procedural_shapes._object_coverage(labels, 128, spec=spec, **frame)
-  coarse = procedural_shapes._object_coverage(labels, 32, spec=spec, **frame)
+  fine = scenes.object_coverage(labels, 128, spec=spec, **frame)
+  coarse = scenes.object_coverage(labels, 32, spec=spec, **frame)
   np.testing.assert_allclose(coarse, fine.reshape(20, 32, 4, 32, 4).mean(axis=(2, 4)),
                              atol=1e-6)
 

@@ -78,10 +78,6 @@ from mnv2_jax.data.scenes import NUM_CLASSES
 from mnv2_jax.data.scenes import VERSIONS
 # pylint: enable=unused-import
 
-# The names the versions' tests have always used.
-_version_spec = scenes.version_spec
-_object_coverage = scenes.object_coverage
-
 _CHUNK_SIZE = 256
 _JPEG_QUALITY = 95
 _SPLIT_IDS = {'train': 0, 'test': 1}
@@ -254,7 +250,7 @@ def make_builder_config(num_train_examples: int = 10_000,
   (it renders only a builder's newest version otherwise) into
   ``<data_dir>/procedural_shapes/<name>/<version>``.
   """
-  _version_spec(version)
+  scenes.version_spec(version)  # raises for an unknown version
   return ProceduralShapesConfig(
       name=_config_name(num_train_examples, num_test_examples, render_resolution, seed),
       version=tfds.core.Version(version), num_train_examples=num_train_examples,
@@ -275,7 +271,7 @@ def make_scene_builder_config(num_train_examples: int = 5_000,
                               ) -> ProceduralScenesConfig:
   """A detection/segmentation config, named like `make_builder_config`'s (plus
   ``_shapes<version>`` for shapes other than 2.0.0's)."""
-  _version_spec(shapes_version)
+  scenes.version_spec(shapes_version)  # raises for an unknown version
   name = _config_name(num_train_examples, num_test_examples, render_resolution, seed)
   if shapes_version != SCENE_SHAPES_VERSION:
     name += f'_shapes{shapes_version}'
