@@ -95,9 +95,11 @@ def distributed() -> ml_collections.ConfigDict:
 def experiment(seed: int, model_section: ml_collections.ConfigDict,
                data_section: ml_collections.ConfigDict,
                optimizer_section: ml_collections.ConfigDict,
-               train_section: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The full config: the sections above plus initialisation and mode fields."""
+               train_section: ml_collections.ConfigDict,
+               task: str = 'classification') -> ml_collections.ConfigDict:
+  """The full config: the sections above plus the task, initialisation and mode fields."""
   config = ml_collections.ConfigDict()
+  config.task = task  # what the model learns: mnv2_jax.tasks (classification, detection, ...)
   config.seed = seed
   config.model = model_section
   config.data = data_section

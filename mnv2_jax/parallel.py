@@ -204,11 +204,28 @@ class DataParallel:
 
     return run
 
-  def wrap_eval_step(self, eval_step: Callable[..., Any]) -> Callable[[Any, Dict[str, Any]], Any]:
-    """`(state, batch) -> metrics` on all devices, for `eval_step(state, batch, *, axis_name)`."""
+  def wrap_eval_step(self, eval_step: Callable[..., Any]
+                     ) -> Callable[[Any, Dict[str, Any]], tuple[Any, Any]]:
+    """`(state, batch) -> (sums, examples)` on all devices, for `eval_step(state, batch, *,
+    axis_name)` returning psum'd sums and per-example arrays split along the batch
+    (read them with `fetch_metrics` and `gather_examples`)."""
     step = functools.partial(eval_step, axis_name=BATCH_AXIS)
     if self.strategy == 'pmap':
       devices = self.devices if self._explicit_devices else None
       return jax.pmap(step, axis_name=BATCH_AXIS, devices=devices)
     return jax.jit(jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(BATCH_AXIS)),
-                                 out_specs=P(), check_vma=False))
+                                 out_specs=(P(), P(BATCH_AXIS)), check_vma=False))
+
+  def gather_examples(self, examples: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """Per-example outputs of a step, split along the batch, as host arrays of the GLOBAL
+    batch in example order (every process gets all of them)."""
+    def local(x):
+      if self.strategy == 'pmap':  # [local devices, per device, ...] -> [local examples, ...]
+        x = np.asarray(jax.device_get(x))
+        return x.reshape((-1,) + x.shape[2:])
+      return x
+    if jax.process_count() == 1:
+      return {name: np.asarray(jax.device_get(local(x))) for name, x in examples.items()}
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return {name: np.asarray(multihost_utils.process_allgather(local(x), tiled=True))
+            for name, x in examples.items()}

@@ -42,11 +42,27 @@ def _count(value: Any, unit: str) -> str:
   return '-' if value is None else f'{int(value):,} {unit}'
 
 
+CLASSIFICATION_HEADLINE = (('top1', 'top-1'), ('top5', 'top-5'))
+
+
+def eval_line(eval_metrics: Mapping[str, float],
+              headline: Sequence[tuple[str, str]] = CLASSIFICATION_HEADLINE) -> str:
+  """'eval top-1 0.9120 (EMA 0.9310), loss 0.3012': the first headline metric, raw and EMA."""
+  key, label = headline[0]
+  line = (f'eval {label} {eval_metrics[f"eval_{key}"]:.4f} '
+          f'(EMA {eval_metrics[f"eval_ema_{key}"]:.4f})')
+  if 'eval_loss' in eval_metrics:
+    line += f', loss {eval_metrics["eval_loss"]:.4f}'
+  return line
+
+
 def summary_text(final: Mapping[str, Any], workdir: str,
-                 run_info: Optional[Mapping[str, Any]] = None) -> str:
+                 run_info: Optional[Mapping[str, Any]] = None,
+                 headline: Sequence[tuple[str, str]] = CLASSIFICATION_HEADLINE) -> str:
   """The end-of-run summary: the numbers of `final` (final_metrics.json), labelled.
 
-  run_info (run_info.json) adds the model's name, width and resolution. Keys
+  run_info (run_info.json) adds the model's name, width and resolution;
+  `headline` is the task's (metric key, label) pairs (`mnv2_jax.tasks`). Keys
   that an older final_metrics.json lacks show as '-'.
   """
   run_info = run_info or {}
@@ -62,21 +78,26 @@ def summary_text(final: Mapping[str, Any], workdir: str,
     step = final.get(f'{key}_step')
     return _percent(final.get(key)) + ('' if step is None else f' at step {step}')
 
+  def values(prefix: str) -> str:
+    return ' / '.join(_percent(final.get(f'eval_{prefix}{key}')) for key, _ in headline)
+
   model = ''
   if run_info.get('model'):
     model = (f'{run_info["model"]} width {run_info.get("width_multiplier")} at '
              f'{run_info.get("resolution")} px: ')
+  labels = ' / '.join(label for _, label in headline)
+  first_key, first_label = headline[0]
+  column = max(len(f'final {labels}'), len(f'best {first_label}'), len('workdir')) + 3
   tensorboard = os.path.join(workdir, metrics_lib.TENSORBOARD_DIR)
   lines = [
       f'Run finished at step {final.get("step")}: {timing}',
-      f'  final top-1 / top-5   raw {_percent(final.get("eval_top1"))} / '
-      f'{_percent(final.get("eval_top5"))}   EMA {_percent(final.get("eval_ema_top1"))} / '
-      f'{_percent(final.get("eval_ema_top5"))}',
-      f'  best top-1            raw {best("best_eval_top1")}   EMA {best("best_eval_ema_top1")}',
-      f'  model                 {model}{_count(final.get("params"), "parameters")}, '
+      f'  {"final " + labels:<{column}}raw {values("")}   EMA {values("ema_")}',
+      f'  {"best " + first_label:<{column}}raw {best(f"best_eval_{first_key}")}   '
+      f'EMA {best(f"best_eval_ema_{first_key}")}',
+      f'  {"model":<{column}}{model}{_count(final.get("params"), "parameters")}, '
       f'{_count(final.get("madds"), "multiply-adds")}',
-      f'  workdir               {workdir}',
-      f'                        final_metrics.json, metrics.jsonl, {CURVES_FILE}, '
+      f'  {"workdir":<{column}}{workdir}',
+      f'  {"":<{column}}final_metrics.json, metrics.jsonl, {CURVES_FILE}, '
       f'checkpoints/, {metrics_lib.TENSORBOARD_DIR}/',
       f'Open the curves: tensorboard --logdir {tensorboard}  (or {CURVES_FILE} in the workdir)',
   ]
@@ -95,24 +116,26 @@ def _series(records: Sequence[Mapping[str, Any]], key: str,
   return steps, [points[step] for step in steps]
 
 
-def curves_figure(records: Sequence[Mapping[str, Any]], title: str = ''):
-  """Training loss, learning rate and eval top-1 (raw and EMA) against the step."""
+def curves_figure(records: Sequence[Mapping[str, Any]], title: str = '',
+                  headline: Sequence[tuple[str, str]] = CLASSIFICATION_HEADLINE):
+  """Training loss, learning rate and the first headline metric (raw and EMA) by step."""
   # A bare Figure draws with the Agg canvas: no display, and pyplot's global
   # backend is left alone for whoever imported it.
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   figure = Figure(figsize=CURVES_SIZE_INCHES, layout='constrained')
-  loss_ax, learning_rate_ax, top1_ax = figure.subplots(1, 3)
+  loss_ax, learning_rate_ax, metric_ax = figure.subplots(1, 3)
+  key, label = headline[0]
   loss_ax.plot(*_series(records, 'train_loss'), color='tab:blue')
   loss_ax.set_title('training loss')
   learning_rate_ax.plot(*_series(records, 'learning_rate'), color='tab:green')
   learning_rate_ax.set_title('learning rate')
   learning_rate_ax.ticklabel_format(axis='y', style='sci', scilimits=(-3, 3))
-  top1_ax.plot(*_series(records, 'eval_top1', 100.0), marker='.', label='raw weights')
-  top1_ax.plot(*_series(records, 'eval_ema_top1', 100.0), marker='.', label='EMA weights')
-  top1_ax.set_title('eval top-1 (%)')
-  top1_ax.legend(loc='lower right')
-  for ax in (loss_ax, learning_rate_ax, top1_ax):
+  metric_ax.plot(*_series(records, f'eval_{key}', 100.0), marker='.', label='raw weights')
+  metric_ax.plot(*_series(records, f'eval_ema_{key}', 100.0), marker='.', label='EMA weights')
+  metric_ax.set_title(f'eval {label} (%)')
+  metric_ax.legend(loc='lower right')
+  for ax in (loss_ax, learning_rate_ax, metric_ax):
     ax.set_xlabel('step')
     ax.grid(True, alpha=0.3)
   if title:
@@ -120,7 +143,9 @@ def curves_figure(records: Sequence[Mapping[str, Any]], title: str = ''):
   return figure
 
 
-def write_curves(workdir: str, out_path: Optional[str] = None) -> Optional[str]:
+def write_curves(workdir: str, out_path: Optional[str] = None,
+                 headline: Sequence[tuple[str, str]] = CLASSIFICATION_HEADLINE
+                 ) -> Optional[str]:
   """Draws `workdir`'s metrics.jsonl into WORKDIR/curves.png (or `out_path`).
 
   Returns the path, or None when nothing has been logged yet. The file is
@@ -132,7 +157,7 @@ def write_curves(workdir: str, out_path: Optional[str] = None) -> Optional[str]:
   if not any('step' in record for record in records):
     return None
   out_path = out_path or os.path.join(workdir, CURVES_FILE)
-  figure = curves_figure(records, title=os.path.abspath(workdir))
+  figure = curves_figure(records, title=os.path.abspath(workdir), headline=headline)
   temporary = f'{out_path}.{os.getpid()}.tmp'
   figure.savefig(temporary, format='png', dpi=CURVES_DPI)
   os.replace(temporary, out_path)

@@ -13,7 +13,7 @@ from flax import traverse_util
 
 from mnv2_jax import parallel
 from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
-from tiny_training import RESOLUTION, TinyNet, random_batch, tiny_config
+from tiny_training import RESOLUTION, SMOOTHED_LOSS, TinyNet, random_batch, tiny_config
 
 NUM_STEPS = 2
 STRATEGIES = ('shard_map', 'pmap')
@@ -28,7 +28,7 @@ WORKER = textwrap.dedent('''
     from flax import traverse_util
     from mnv2_jax import parallel
     from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
-    from tiny_training import RESOLUTION, TinyNet, random_batch, tiny_config
+    from tiny_training import RESOLUTION, SMOOTHED_LOSS, TinyNet, random_batch, tiny_config
 
     port, process_id, out_prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     parallel.initialize_distributed(ml_collections.ConfigDict({'distributed': {
@@ -41,7 +41,7 @@ WORKER = textwrap.dedent('''
       state = state_lib.create_train_state(jax.random.key(0), model, tx,
                                            (1, RESOLUTION, RESOLUTION, 3))
       dp = parallel.DataParallel(strategy)
-      p_train = dp.wrap_train_step(functools.partial(step_lib.train_step, label_smoothing=0.1,
+      p_train = dp.wrap_train_step(functools.partial(step_lib.train_step, loss_fn=SMOOTHED_LOSS,
                                                      ema_decay=0.9999))
       state = dp.replicate(state)
       for i in range(%(num_steps)d):
@@ -69,7 +69,7 @@ def _single_process_reference(strategy):
   state = state_lib.create_train_state(jax.random.key(0), TinyNet(dropout_rate=0.5), tx,
                                        (1, RESOLUTION, RESOLUTION, 3))
   dp = parallel.DataParallel(strategy, jax.devices()[:4])
-  p_train = dp.wrap_train_step(functools.partial(step_lib.train_step, label_smoothing=0.1,
+  p_train = dp.wrap_train_step(functools.partial(step_lib.train_step, loss_fn=SMOOTHED_LOSS,
                                                  ema_decay=0.9999))
   state = dp.replicate(state)
   for i in range(NUM_STEPS):

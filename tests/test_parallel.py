@@ -9,7 +9,7 @@ import pytest
 
 from mnv2_jax import parallel
 from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
-from tiny_training import RESOLUTION, TinyNet, random_batch, tiny_config
+from tiny_training import RESOLUTION, SMOOTHED_LOSS, TinyNet, random_batch, tiny_config
 
 NUM_STEPS = 3
 
@@ -21,7 +21,7 @@ def _setup(strategy, num_devices, model):
   state = state_lib.create_train_state(jax.random.key(0), model, tx,
                                        (1, RESOLUTION, RESOLUTION, 3))
   dp = parallel.DataParallel(strategy, jax.devices()[:num_devices])
-  p_train = dp.wrap_train_step(functools.partial(step_lib.train_step, label_smoothing=0.1,
+  p_train = dp.wrap_train_step(functools.partial(step_lib.train_step, loss_fn=SMOOTHED_LOSS,
                                                  ema_decay=0.9999))
   return state, dp, p_train
 

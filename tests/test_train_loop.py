@@ -24,7 +24,7 @@ from train_test_utils import shapes_data_dir  # noqa: F401 (fixture)
 TRAIN_KEYS = {'step', 'epoch', 'train_loss', 'learning_rate', 'images_per_second'}
 EVAL_KEYS = {'step', 'epoch', 'eval_loss', 'eval_top1', 'eval_top5', 'eval_ema_top1',
              'eval_ema_top5'}
-RUN_INFO_KEYS = {'model', 'width_multiplier', 'resolution', 'expansion_ratio', 'params',
+RUN_INFO_KEYS = {'task', 'model', 'width_multiplier', 'resolution', 'expansion_ratio', 'params',
                  'host_allocator',
                  'params_no_bn', 'madds', 'num_classes', 'num_devices', 'process_count',
                  'steps_per_epoch', 'total_steps'}

@@ -12,8 +12,9 @@ from jax.sharding import PartitionSpec as P
 
 from configs import recipe
 from mnv2_jax import parallel
+from mnv2_jax.tasks import classification
 from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
-from tiny_training import RESOLUTION, TinyNet, random_batch, tiny_config
+from tiny_training import RESOLUTION, SMOOTHED_LOSS, TinyNet, random_batch, tiny_config
 
 
 def _tiny_state(config, model=None):
@@ -50,7 +51,7 @@ def test_one_device_step_applies_the_optimizer_to_the_batch_gradient_and_updates
 
   dp = parallel.DataParallel('shard_map', jax.devices()[:1])
   p_train = dp.wrap_train_step(functools.partial(
-      step_lib.train_step, label_smoothing=0.1, ema_decay=0.9999, learning_rate_fn=schedule))
+      step_lib.train_step, loss_fn=SMOOTHED_LOSS, ema_decay=0.9999, learning_rate_fn=schedule))
   new_state, metrics = p_train(dp.replicate(state), dp.shard_batch(batch), jax.random.key(1))
   new_state, metrics = dp.unreplicate(new_state), dp.fetch_metrics(metrics)
 
@@ -89,8 +90,11 @@ def test_eval_step_counts_only_unmasked_examples_over_all_devices(strategy):
   batch = random_batch()
   batch['mask'] = np.array([True] * 5 + [False] * 3)
   dp = parallel.DataParallel(strategy, jax.devices()[:2])
-  counts = dp.fetch_metrics(dp.wrap_eval_step(step_lib.eval_step)(dp.replicate(state),
-                                                                   dp.shard_batch(batch)))
+  p_eval = dp.wrap_eval_step(functools.partial(step_lib.eval_step,
+                                               evaluate_fn=classification.evaluate_logits))
+  sums, examples = p_eval(dp.replicate(state), dp.shard_batch(batch))
+  counts = dp.fetch_metrics(sums)
+  assert examples == {}  # classification sends nothing per example back
   logits = state.apply_fn(state.variables, batch['image'][:5], train=False)
   expected_loss = float(jnp.sum(step_lib.cross_entropy_loss(logits, batch['label'][:5])))
   expected_top1 = int(np.sum(np.argmax(logits, -1) == batch['label'][:5]))
@@ -112,7 +116,8 @@ def test_bfloat16_model_computes_in_bfloat16_and_keeps_float32_params():
   batch = {'image': jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32),
            'label': jax.ShapeDtypeStruct((2,), jnp.int32)}
   mesh = Mesh(np.asarray(jax.devices()[:1]), ('batch',))
-  step = jax.shard_map(functools.partial(step_lib.train_step, axis_name='batch'), mesh=mesh,
+  step = jax.shard_map(functools.partial(step_lib.train_step, axis_name='batch',
+                                         loss_fn=SMOOTHED_LOSS), mesh=mesh,
                        in_specs=(P(), P('batch'), P()), out_specs=(P(), P()), check_vma=False)
   jaxpr, (new_state, _) = jax.make_jaxpr(step, return_shape=True)(state, batch,
                                                                    jax.random.key(0))

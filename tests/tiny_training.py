@@ -6,6 +6,7 @@ depthwise conv, dropout, classifier) exercises the same code paths as the full
 model at a fraction of the compile time.
 """
 
+import functools
 from typing import Optional
 
 import flax.linen as nn
@@ -15,9 +16,12 @@ import numpy as np
 
 from mnv2_jax.models.depthwise import DepthwiseConv
 from mnv2_jax.models.layers import batch_norm, conv, relu6
+from mnv2_jax.tasks import classification
 
 NUM_CLASSES = 4
 RESOLUTION = 8
+# The classification loss with the recipe's label smoothing, for steps built by hand.
+SMOOTHED_LOSS = functools.partial(classification.softmax_loss, label_smoothing=0.1)
 
 
 class TinyNet(nn.Module):

@@ -9,7 +9,7 @@ import difflib
 import functools
 import os
 import re
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import ml_collections
 import tensorflow_datasets as tfds
@@ -127,12 +127,18 @@ def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
   return int(builder.as_dataset(split=split).cardinality())
 
 
-def get_dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
-  """Number of classes and of train/eval examples (prepares the dataset)."""
+def get_dataset_info(data_config: ml_collections.ConfigDict,
+                     num_classes_fn: Optional[Callable] = None) -> DatasetInfo:
+  """Number of classes and of train/eval examples (prepares the dataset).
+
+  `num_classes_fn(builder)` counts the classes (a task's `num_classes`); the
+  default reads the 'label' feature of a classification dataset.
+  """
   builder = get_builder(data_config)
   prepare(builder)
   return DatasetInfo(
-      num_classes=builder.info.features['label'].num_classes,
+      num_classes=(builder.info.features['label'].num_classes if num_classes_fn is None
+                   else num_classes_fn(builder)),
       num_train_examples=num_examples(builder, data_config.train_split),
       num_eval_examples=num_examples(
           builder, resolve_eval_split(data_config, builder)))
@@ -231,7 +237,8 @@ def _check_manual_download(data_config, builder) -> None:
         f'data.data_dir to a directory where it is prepared).')
 
 
-def _check_features(data_config, builder) -> None:
+def check_classification_features(data_config, builder) -> None:
+  """An 'image' and a ClassLabel 'label' feature, or one ValueError line."""
   features = builder.info.features
   missing = [name for name in ('image', 'label')
              if name not in getattr(features, 'keys', lambda: ())()]
@@ -239,7 +246,8 @@ def _check_features(data_config, builder) -> None:
     raise ValueError(
         f'Dataset {data_config.dataset!r} has no {" or ".join(missing)} '
         f'feature (it has {sorted(features.keys())}); use an image '
-        f'classification dataset with "image" and "label" features.')
+        f'classification dataset with "image" and "label" features (or set '
+        f'config.task for detection or segmentation data).')
   if not isinstance(features['label'], tfds.features.ClassLabel):
     raise ValueError(
         f'Dataset {data_config.dataset!r}: "label" is not a ClassLabel '
@@ -272,10 +280,13 @@ def _check_splits(data_config, builder) -> None:
 
 
 def validate_data_config(data_config: ml_collections.ConfigDict,
-                         num_devices: int, process_count: int) -> None:
+                         num_devices: int, process_count: int,
+                         check_dataset: Optional[Callable] = None) -> None:
   """Raises a one-line ValueError (problem and fix) for a bad data config.
 
-  Cheap: reads at most dataset metadata, never renders or compiles anything.
+  `check_dataset(builder)` checks the dataset's features (a task's
+  `check_dataset`); the default wants a classification dataset. Cheap: reads
+  at most dataset metadata, never renders or compiles anything.
   """
   resolution = data_config.resolution
   if (isinstance(resolution, bool) or not isinstance(resolution, int) or
@@ -312,6 +323,9 @@ def validate_data_config(data_config: ml_collections.ConfigDict,
   _check_image_folder(data_config)
   _check_known_dataset(data_config.dataset)
   builder = get_builder(data_config)
-  _check_features(data_config, builder)
+  if check_dataset is None:
+    check_classification_features(data_config, builder)
+  else:
+    check_dataset(builder)
   _check_manual_download(data_config, builder)
   _check_splits(data_config, builder)

@@ -21,7 +21,7 @@ split appears exactly once with mask True over all processes.
 """
 
 import itertools
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import ml_collections
 import numpy as np
@@ -32,6 +32,10 @@ from mnv2_jax.data import datasets
 from mnv2_jax.data import preprocessing
 
 Batch = dict[str, np.ndarray]
+# (example, per-example stateless seed [2]) -> the example's arrays (tf), e.g. a task's
+# `train_example`; example -> arrays for evaluation; and an eval padding example.
+TrainExampleFn = Callable[[dict, tf.Tensor], dict]
+EvalExampleFn = Callable[[dict], dict]
 
 
 def _check_process(process_index: int, process_count: int) -> None:
@@ -111,12 +115,18 @@ def _process_batch_size(batch_size: int, process_count: int) -> int:
 
 def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
                           start_step: int = 0, process_index: int = 0,
-                          process_count: int = 1) -> Iterator[Batch]:
-  """Infinite iterator of {'image': f32 [b, R, R, 3] in [-1, 1], 'label': i32 [b]}.
+                          process_count: int = 1,
+                          example_fn: Optional[TrainExampleFn] = None) -> Iterator[Batch]:
+  """Infinite iterator of batches of `example_fn`'s arrays, b = batch_size // process_count.
 
-  b = batch_size // process_count. Starting at `start_step=k` yields what an
-  iterator started at 0 yields after k batches.
+  `example_fn(example, seed)` maps one TFDS example and its stateless seed to
+  arrays; the default is classification's {'image': f32 [R, R, 3] in [-1, 1],
+  'label': i32}. Starting at `start_step=k` yields what an iterator started at
+  0 yields after k batches.
   """
+  if example_fn is None:
+    example_fn = lambda example, seed: preprocessing.classification_train_example(
+        example, seed, data_config)
   builder = datasets.get_builder(data_config)
   datasets.prepare(builder)
   split = data_config.train_split
@@ -131,9 +141,6 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
         f'({batch_size}); lower data.batch_size or use a larger split.')
   if start_step < 0:
     raise ValueError(f'start_step={start_step} must be >= 0.')
-  resolution = data_config.resolution
-  color_jitter = data_config.color_jitter
-  min_crop_area = data_config.min_crop_area
   buffer_size = min(data_config.shuffle_buffer_size, num_examples)
 
   cached = None
@@ -154,13 +161,7 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     ds = ds.enumerate().skip(skip_examples)
 
     def preprocess(index, example):
-      example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
-      return {
-          'image': preprocessing.preprocess_for_train(
-              example['image'], example_seed, resolution, color_jitter,
-              min_crop_area),
-          'label': tf.cast(example['label'], tf.int32),
-      }
+      return example_fn(example, tf.stack([tf.constant(epoch_seed, tf.int64), index]))
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
@@ -180,12 +181,19 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
 
 def create_eval_iterator(data_config: ml_collections.ConfigDict, *,
                          process_index: int = 0,
-                         process_count: int = 1) -> Iterator[Batch]:
-  """Finite iterator of {'image', 'label', 'mask'} batches of fixed size.
+                         process_count: int = 1,
+                         example_fn: Optional[EvalExampleFn] = None,
+                         padding_example: Optional[dict] = None) -> Iterator[Batch]:
+  """Finite iterator of batches of `example_fn`'s arrays plus 'mask', of fixed size.
 
-  Size eval_batch_size // process_count; padding examples have mask False and
-  every process yields the same number of batches.
+  Size eval_batch_size // process_count; `padding_example` (shaped like
+  `example_fn`'s output) fills the last batches with mask False, and every
+  process yields the same number of batches. The defaults are
+  classification's ('image', 'label').
   """
+  if example_fn is None:
+    example_fn = lambda example: preprocessing.classification_eval_example(example, data_config)
+    padding_example = preprocessing.classification_padding_example(data_config)
   builder = datasets.get_builder(data_config)
   datasets.prepare(builder)
   eval_split = datasets.resolve_eval_split(data_config, builder)
@@ -195,23 +203,16 @@ def create_eval_iterator(data_config: ml_collections.ConfigDict, *,
   counts = _part_sizes(builder, eval_split, process_count)
   num_batches = -(-max(counts) // batch_size)
   num_padding = num_batches * batch_size - counts[process_index]
-  resolution = data_config.resolution
+  if padding_example is None:
+    raise ValueError('create_eval_iterator: pass padding_example with example_fn.')
 
   def preprocess(example):
-    return {
-        'image': preprocessing.preprocess_for_eval(example['image'],
-                                                   resolution),
-        'label': tf.cast(example['label'], tf.int32),
-        'mask': tf.constant(True),
-    }
+    return dict(example_fn(example), mask=tf.constant(True))
 
   ds = _read_part(builder, eval_split, process_index, process_count)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([resolution, resolution, 3], tf.float32),
-      'label': tf.constant(0, tf.int32),
-      'mask': tf.constant(False),
-  }).repeat(num_padding)
+  padding = tf.data.Dataset.from_tensors(
+      dict(padding_example, mask=tf.constant(False))).repeat(num_padding)
   ds = ds.concatenate(padding).batch(batch_size, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
   return iter(tfds.as_numpy(ds))

@@ -134,3 +134,26 @@ def preprocess_for_eval(image: tf.Tensor, resolution: int) -> tf.Tensor:
   """float32 [resolution, resolution, 3] in [-1, 1]: central crop + resize."""
   image = _decode_and_crop(image, central_crop_window)
   return _to_signed_range(_to_unit_range(image, resolution))
+
+
+# The examples of a classification batch (what `mnv2_jax.tasks.Classification`
+# feeds the loop, and the iterators' default for callers without a task).
+
+
+def classification_train_example(example, seed: tf.Tensor, data_config) -> dict:
+  return {
+      'image': preprocess_for_train(example['image'], seed, data_config.resolution,
+                                    data_config.color_jitter, data_config.min_crop_area),
+      'label': tf.cast(example['label'], tf.int32),
+  }
+
+
+def classification_eval_example(example, data_config) -> dict:
+  return {'image': preprocess_for_eval(example['image'], data_config.resolution),
+          'label': tf.cast(example['label'], tf.int32)}
+
+
+def classification_padding_example(data_config) -> dict:
+  resolution = data_config.resolution
+  return {'image': tf.zeros([resolution, resolution, 3], tf.float32),
+          'label': tf.constant(0, tf.int32)}

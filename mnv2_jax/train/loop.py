@@ -54,15 +54,11 @@ from mnv2_jax import checkpoint as checkpoint_lib
 from mnv2_jax import data
 from mnv2_jax import errors
 from mnv2_jax import metrics as metrics_lib
-from mnv2_jax import models
+from mnv2_jax import tasks
 from mnv2_jax import parallel
 from mnv2_jax import pretrained
 from mnv2_jax import run_report
-from mnv2_jax import stats
 from mnv2_jax import workdir_lock
-from mnv2_jax.models import architecture
-from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS
-from mnv2_jax.models.layers import KERNEL_INITS
 from mnv2_jax.train import optimizer as optimizer_lib
 from mnv2_jax.train import state as state_lib
 from mnv2_jax.train import step as step_lib
@@ -94,8 +90,9 @@ def _is_number(value: Any) -> bool:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises one ValueError line naming the first invalid model/optimizer/train field.
+  """Raises one ValueError line naming the first invalid task/model/optimizer/train field.
 
+  The model fields are the task's (`mnv2_jax.tasks`).
   The data fields are checked by `data.validate_data_config`, which needs the
   device count.
   """
@@ -104,31 +101,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            'a ConfigDict section', config.get(section))
   _check(_is_int(config.get('seed')), 'seed', 'an integer', config.get('seed'))
 
-  model = config.model
-  _check(model.name in models.MODELS, 'model.name', f'one of {sorted(models.MODELS)}', model.name)
-  # The architecture validators word their messages with the bare field name.
-  for field, validator in (('width_multiplier', architecture.validate_width_multiplier),
-                           ('expansion_ratio', architecture.validate_expansion_ratio),
-                           ('batch_norm_momentum', architecture.validate_batch_norm_momentum)):
-    try:
-      validator(model[field])
-    except ValueError as e:
-      raise ValueError(f'config.model.{e}') from None
-  _check(model.bottleneck_activation in architecture.BOTTLENECK_ACTIVATIONS,
-         'model.bottleneck_activation', f'one of {list(architecture.BOTTLENECK_ACTIVATIONS)}',
-         model.bottleneck_activation)
-  _check(model.shortcut in architecture.SHORTCUTS, 'model.shortcut',
-         f'one of {list(architecture.SHORTCUTS)}', model.shortcut)
-  _check(_is_number(model.dropout_rate) and 0 <= model.dropout_rate < 1, 'model.dropout_rate',
-         'a number in [0, 1)', model.dropout_rate)
-  _check(model.depthwise_impl in DEPTHWISE_IMPLS, 'model.depthwise_impl',
-         f'one of {list(DEPTHWISE_IMPLS)}', model.depthwise_impl)
-  _check(model.kernel_init in KERNEL_INITS, 'model.kernel_init', f'one of {list(KERNEL_INITS)}',
-         model.kernel_init)
-  for field in ('zero_init_residual', 'zero_init_classifier'):
-    _check(isinstance(model[field], bool), f'model.{field}', 'True or False', model[field])
-  _check(model.dtype in state_lib.DTYPES, 'model.dtype', f'one of {sorted(state_lib.DTYPES)}',
-         model.dtype)
+  task = tasks.get_task(config)
+  task.validate_config()
 
   optimizer_lib.validate_optimizer_config(config.optimizer)
 
@@ -151,6 +125,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   init_from = config.get('init_from')
   _check(init_from is None or (isinstance(init_from, str) and init_from), 'init_from',
          'None or a directory written by mnv2_jax.pretrained.save_pretrained', init_from)
+  _check(init_from is None or task.supports_init_from(), 'init_from',
+         f'None for config.task={task.name!r} (pretrained directories start classifiers only)',
+         init_from)
 
 
 def _check_init_from(config: ml_collections.ConfigDict, num_classes: int) -> Optional[dict]:
@@ -277,64 +254,75 @@ def _checkpoint_steps(workdir: str) -> list[int]:
 # Evaluation
 
 
-def evaluate(p_eval_step, state, dp: parallel.DataParallel,
-             config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Loss and top-1/top-5 of the raw and the EMA weights over the whole eval split."""
-  totals = {}
+def _split_by_weights(values: dict) -> dict[str, dict]:
+  """{'': the raw weights' entries, 'ema_': the EMA's (prefix removed)}; 'count' in both."""
+  raw = {name: value for name, value in values.items() if not name.startswith('ema_')}
+  ema = {name[len('ema_'):]: value for name, value in values.items() if name.startswith('ema_')}
+  if 'count' in raw:
+    ema['count'] = raw['count']
+  return {'': raw, 'ema_': ema}
+
+
+def evaluate(p_eval_step, state, dp: parallel.DataParallel, config: ml_collections.ConfigDict,
+             task: tasks.Task) -> dict[str, float]:
+  """The task's metrics of the raw ('eval_*') and EMA ('eval_ema_*') weights over the
+  whole eval split."""
+  sums, examples = {}, {}
   iterator = data.create_eval_iterator(config.data, process_index=jax.process_index(),
-                                       process_count=jax.process_count())
+                                       process_count=jax.process_count(),
+                                       example_fn=task.eval_example,
+                                       padding_example=task.padding_example())
   for batch in iterator:
-    counts = dp.fetch_metrics(p_eval_step(state, dp.shard_batch(batch)))
-    for name, value in counts.items():
-      totals[name] = totals.get(name, 0.0) + value
-  count = totals.get('count', 0.0)
-  if not count:
+    batch_sums, batch_examples = p_eval_step(state, dp.shard_batch(batch))
+    for name, value in dp.fetch_metrics(batch_sums).items():
+      sums[name] = sums.get(name, 0.0) + value
+    if batch_examples:
+      batch_examples = dp.gather_examples(batch_examples)
+      real = batch_examples.pop('mask')
+      for name, value in batch_examples.items():
+        examples.setdefault(name, []).append(value[real])
+  if not sums.get('count'):
     raise ValueError(f'The eval split {config.data.eval_split!r} of {config.data.dataset!r} '
                      f'yielded no examples.')
-  return {
-      'eval_loss': totals['loss_sum'] / count,
-      'eval_top1': totals['top1_correct'] / count,
-      'eval_top5': totals['top5_correct'] / count,
-      'eval_ema_loss': totals['ema_loss_sum'] / count,
-      'eval_ema_top1': totals['ema_top1_correct'] / count,
-      'eval_ema_top5': totals['ema_top5_correct'] / count,
-  }
+  examples = _split_by_weights({name: np.concatenate(parts) for name, parts in examples.items()})
+  metrics = {}
+  for prefix, weight_sums in _split_by_weights(sums).items():
+    for name, value in task.eval_metrics(weight_sums, examples[prefix]).items():
+      metrics[f'eval_{prefix}{name}'] = value
+  return metrics
 
 
 def _write_final_metrics(workdir: str, step: int, eval_metrics: dict, counts: dict,
-                         wall_time_seconds: float) -> dict:
-  """final_metrics.json: the last evaluation, and the best ones and the throughput over all
-  of the run's starts."""
+                         wall_time_seconds: float, task: tasks.Task) -> dict:
+  """final_metrics.json: the last evaluation of the task's headline metrics, the best ones
+  of its first headline metric and the throughput over all of the run's starts."""
   history = metrics_lib.read_jsonl(os.path.join(workdir, metrics_lib.METRICS_FILE))
-  best_top1, best_top1_step = metrics_lib.best_eval(history, 'eval_top1')
-  best_ema_top1, best_ema_top1_step = metrics_lib.best_eval(history, 'eval_ema_top1')
-  final = {
-      'step': step,
-      'eval_top1': eval_metrics['eval_top1'],
-      'eval_top5': eval_metrics['eval_top5'],
-      'eval_ema_top1': eval_metrics['eval_ema_top1'],
-      'eval_ema_top5': eval_metrics['eval_ema_top5'],
-      'best_eval_top1': best_top1,
-      'best_eval_top1_step': best_top1_step,
-      'best_eval_ema_top1': best_ema_top1,
-      'best_eval_ema_top1_step': best_ema_top1_step,
+  final = {'step': step}
+  for prefix in ('', 'ema_'):
+    for name, _ in task.headline:
+      final[f'eval_{prefix}{name}'] = eval_metrics[f'eval_{prefix}{name}']
+  first = task.headline[0][0]
+  for prefix in ('', 'ema_'):
+    key = f'eval_{prefix}{first}'
+    final[f'best_{key}'], final[f'best_{key}_step'] = metrics_lib.best_eval(history, key)
+  final.update({
       'wall_time_seconds': wall_time_seconds,
       'mean_images_per_second': metrics_lib.mean_images_per_second(history),
       'params': counts['params'],
       'madds': counts['madds'],
-  }
+  })
   metrics_lib.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
   return final
 
 
-def _print_summary(workdir: str, final: dict) -> None:
+def _print_summary(workdir: str, final: dict, task: tasks.Task) -> None:
   """The end-of-run block (`run_report.summary_text`), from final_metrics.json's numbers."""
   try:
     with open(os.path.join(workdir, RUN_INFO_FILE)) as f:
       run_info = json.load(f)
   except (OSError, ValueError):
     run_info = None
-  print(run_report.summary_text(final, workdir, run_info), flush=True)
+  print(run_report.summary_text(final, workdir, run_info, task.headline), flush=True)
 
 
 # ----------------------------------------------------------------------------
@@ -416,6 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       with errors.user_input():
         validate_config(config)
         _check_workdir_path(workdir)
+        task = tasks.get_task(config)
       _quiet_library_info_logs()
       parallel.initialize_distributed(config)
       dp = parallel.DataParallel(config.train.parallel_strategy)
@@ -423,10 +412,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       is_primary = process_index == 0
       with errors.user_input():
         data.validate_data_config(config.data, num_devices=dp.num_devices,
-                                  process_count=process_count)
+                                  process_count=process_count,
+                                  check_dataset=task.check_dataset)
         if data.needs_preparing(config.data):
           show_held_logs()  # preparing takes a while: its log lines show as it goes
-        dataset_info = data.get_dataset_info(config.data)
+        dataset_info = data.get_dataset_info(config.data, task.num_classes)
         num_classes = dataset_info.num_classes
         _check_init_from(config, num_classes)
         if config.eval_only and not (config.init_from or _checkpoint_steps(workdir)):
@@ -438,18 +428,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       steps_per_epoch = max(1, dataset_info.num_train_examples // global_batch)
       total_steps = optimizer_lib.total_train_steps(config, steps_per_epoch)
       resolution = config.data.resolution
-      counts = stats.count_model(
-          config.model.name, config.model.width_multiplier, resolution, num_classes,
-          config.model.expansion_ratio if config.model.name == 'mobilenet_v2' else None)
-      logging.info('%s width %s at %dpx, %d classes: %s parameters (%s without BN), %s MAdds.',
-                   config.model.name, config.model.width_multiplier, resolution, num_classes,
-                   f'{counts["params"]:,}', f'{counts["params_no_bn"]:,}',
-                   f'{counts["madds"]:,}')
+      counts = task.counts(num_classes)
+      logging.info('%s: %s width %s at %dpx, %d classes: %s parameters, %s MAdds.',
+                   task.name, config.model.name, config.model.width_multiplier, resolution,
+                   num_classes, f'{counts["params"]:,}', f'{counts["madds"]:,}')
       logging.info('%d devices in %d processes; global batch %d; %d steps per epoch; %d steps.',
                    dp.num_devices, process_count, global_batch, steps_per_epoch, total_steps)
 
-      model = state_lib.create_model(config, num_classes,
-                                     batch_norm_axis_name=parallel.BATCH_AXIS)
+      model = task.create_model(num_classes, batch_norm_axis_name=parallel.BATCH_AXIS)
       learning_rate_fn = optimizer_lib.create_learning_rate_schedule(config, steps_per_epoch)
       tx = optimizer_lib.create_optimizer(config, steps_per_epoch, learning_rate_fn)
       init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -494,13 +480,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
       metrics_lib.write_json(os.path.join(workdir, RUN_INFO_FILE), {
-          'model': config.model.name,
-          'width_multiplier': config.model.width_multiplier,
-          'resolution': resolution,
-          'expansion_ratio': counts['expansion_ratio'],
-          'params': counts['params'],
-          'params_no_bn': counts['params_no_bn'],
-          'madds': counts['madds'],
+          'task': task.name,
+          **counts,
           'num_classes': num_classes,
           'num_devices': dp.num_devices,
           'host_allocator': allocator.active_allocator(),
@@ -511,27 +492,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     dropout_rng = jax.random.wrap_key_data(base_rng_data)
     wall_time = lambda: previous_wall_time + time.time() - start_time
 
-    p_eval_step = dp.wrap_eval_step(step_lib.eval_step)
+    p_eval_step = dp.wrap_eval_step(functools.partial(step_lib.eval_step,
+                                                      evaluate_fn=task.evaluate))
     writer = metrics_lib.MetricsWriter(workdir, is_primary=is_primary, resume_step=start_step)
     final_metrics_path = os.path.join(workdir, FINAL_METRICS_FILE)
     if config.eval_only:
-      eval_metrics = evaluate(p_eval_step, state, dp, config)
+      eval_metrics = evaluate(p_eval_step, state, dp, config, task)
       writer.write(start_step, start_step / steps_per_epoch, eval_metrics)
       logging.info('Evaluation at step %d: %s', start_step, eval_metrics)
       if is_primary:
         _print_summary(workdir, _write_final_metrics(workdir, start_step, eval_metrics,
-                                                     counts, wall_time()))
+                                                     counts, wall_time(), task), task)
       return state
     if start_step >= total_steps and os.path.exists(final_metrics_path):
       logging.info('The run in %s already finished (step %d); nothing to do.', workdir,
                    start_step)
       if is_primary:
         with open(final_metrics_path) as f:
-          _print_summary(workdir, json.load(f))
+          _print_summary(workdir, json.load(f), task)
       return state
     if is_primary and os.path.exists(final_metrics_path):
       os.remove(final_metrics_path)  # the run continues (e.g. num_steps was raised)
-    return _train(config, workdir, dp, state, dropout_rng, start_step, total_steps,
+    return _train(config, task, workdir, dp, state, dropout_rng, start_step, total_steps,
                   steps_per_epoch, learning_rate_fn, p_eval_step, checkpointer, writer,
                   counts, wall_time)
   finally:
@@ -543,20 +525,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       lock.release()
 
 
-def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, steps_per_epoch,
+def _train(config, task, workdir, dp, state, dropout_rng, start_step, total_steps, steps_per_epoch,
            learning_rate_fn, p_eval_step, checkpointer, writer, counts, wall_time):
   """Steps `start_step`..`total_steps - 1`, with logging, evaluation and checkpoints."""
   is_primary = jax.process_index() == 0
   global_batch = config.data.batch_size
   p_train_step = dp.wrap_train_step(
-      functools.partial(step_lib.train_step, label_smoothing=config.optimizer.label_smoothing,
+      functools.partial(step_lib.train_step, loss_fn=task.loss,
                         ema_decay=config.optimizer.ema_decay,
                         learning_rate_fn=learning_rate_fn),
       donate_state=True)
   p_all_finite = jax.jit(_all_finite)
   train_iterator = data.create_train_iterator(
       config.data, seed=config.seed, start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      example_fn=task.train_example)
   preemption = checkpoint_lib.PreemptionWatcher()
   progress = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_primary,
                        unit='step', dynamic_ncols=True, smoothing=0.1,
@@ -589,12 +572,10 @@ def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, ste
       elapsed = time.time() - interval_start
       images_per_second = (interval_steps * global_batch / elapsed
                            if interval_steps and elapsed > 0 else float('nan'))
-      scalars = {
-          'train_loss': float(np.mean([m['loss'] for m in interval_losses])),
-          'train_top1': float(np.mean([m['top1'] for m in interval_losses])),
-          'learning_rate': step_metrics['learning_rate'],
-          'images_per_second': images_per_second,
-      }
+      scalars = {f'train_{name}': float(np.mean([m[name] for m in interval_losses]))
+                 for name in step_metrics if name != 'learning_rate'}
+      scalars.update(learning_rate=step_metrics['learning_rate'],
+                     images_per_second=images_per_second)
       if unlogged_first_step_seconds is not None:
         scalars['first_step_seconds'] = unlogged_first_step_seconds
         unlogged_first_step_seconds = None
@@ -637,27 +618,25 @@ def _train(config, workdir, dp, state, dropout_rng, start_step, total_steps, ste
             f'{checkpointer.directory}: re-run the same command to resume.')
       if step % config.train.eval_every_steps == 0 or step == total_steps:
         check_pending()
-        eval_metrics = evaluate(p_eval_step, state, dp, config)
+        eval_metrics = evaluate(p_eval_step, state, dp, config, task)
         writer.write(step, step / steps_per_epoch, eval_metrics)
         writer.flush()
         if is_primary:
-          run_report.write_curves(workdir)
-        progress.write(f'step {step}: eval top-1 {eval_metrics["eval_top1"]:.4f} '
-                       f'(EMA {eval_metrics["eval_ema_top1"]:.4f}), '
-                       f'loss {eval_metrics["eval_loss"]:.4f}')
+          run_report.write_curves(workdir, headline=task.headline)
+        progress.write(f'step {step}: {run_report.eval_line(eval_metrics, task.headline)}')
         interval_start, interval_steps = time.time(), 0  # evaluation time is not training
     check_pending()
     if eval_metrics is None:  # resumed at the end, before the final evaluation ran
-      eval_metrics = evaluate(p_eval_step, state, dp, config)
+      eval_metrics = evaluate(p_eval_step, state, dp, config, task)
       writer.write(total_steps, total_steps / steps_per_epoch, eval_metrics)
       if is_primary:
-        run_report.write_curves(workdir)
+        run_report.write_curves(workdir, headline=task.headline)
     checkpointer.wait()
     if is_primary:
-      final = _write_final_metrics(workdir, total_steps, eval_metrics, counts, wall_time())
+      final = _write_final_metrics(workdir, total_steps, eval_metrics, counts, wall_time(), task)
   finally:
     progress.close()
     preemption.close()
   if is_primary:
-    _print_summary(workdir, final)
+    _print_summary(workdir, final, task)
   return state

@@ -16,7 +16,7 @@ the batch statistics over the axis (`create_model`), the moving averages are
 then already equal and the `pmean` changes nothing.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,9 @@ from mnv2_jax.train import optimizer
 from mnv2_jax.train.state import TrainState
 
 Batch = Dict[str, jax.Array]
+LossFn = Callable[[Any, Batch], tuple[jax.Array, Dict[str, jax.Array]]]
+EvaluateFn = Callable[[Any, Batch, jax.Array],
+                      tuple[Dict[str, jax.Array], Dict[str, jax.Array]]]
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array,
@@ -43,19 +46,13 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array,
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def _correct_top_k(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  k = min(k, logits.shape[-1])
-  _, top = lax.top_k(logits, k)
-  return jnp.any(top == labels[:, None], axis=-1)
-
-
 def dropout_key(dropout_rng: jax.Array, step: jax.Array, axis_name: str) -> jax.Array:
   """A dropout key unique to this step and this device, reproducible from the seed."""
   return jax.random.fold_in(jax.random.fold_in(dropout_rng, step), lax.axis_index(axis_name))
 
 
 def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array, *,
-               axis_name: str, label_smoothing: float = 0.0,
+               axis_name: str, loss_fn: LossFn,
                ema_decay: Optional[float] = None,
                learning_rate_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
                ) -> tuple[TrainState, Dict[str, jax.Array]]:
@@ -63,33 +60,34 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array, *,
 
   Args:
     state: the replicated training state.
-    batch: this device's examples: 'image' float [B, H, W, 3], 'label' int [B].
+    batch: this device's examples ('image' float [B, H, W, 3] and the task's
+      targets).
     dropout_rng: the same key on every device and every step (e.g. derived
       from config.seed); it is folded with the step and the device index so
       that every device and step draws different dropout masks,
       deterministically.
     axis_name: the mapped device axis (bound by `mnv2_jax.parallel`).
-    label_smoothing: see `cross_entropy_loss`.
+    loss_fn: the task's `loss(outputs, batch) -> (loss, metrics)`
+      (`mnv2_jax.tasks`); the L2 term lives in the optimiser
+      (`optimizer.l2_loss`).
     ema_decay: maximum EMA decay (0.9999); None or 0 keeps the EMA equal to the
       weights.
     learning_rate_fn: the schedule, only to report the learning rate used.
 
   Returns:
-    (new_state, metrics) with metrics averaged over devices: 'loss' (the
-    smoothed cross-entropy, without the L2 term which lives in the optimiser;
-    see `optimizer.l2_loss`), 'top1' (training accuracy) and, when
+    (new_state, metrics): the task's metrics averaged over devices and, when
     `learning_rate_fn` is given, 'learning_rate' (the rate applied this step).
   """
   rng = dropout_key(dropout_rng, state.step, axis_name)
 
-  def loss_fn(params):
-    logits, new_model_state = state.apply_fn(
+  def objective(params):
+    outputs, new_model_state = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
         mutable=['batch_stats'], rngs={'dropout': rng})
-    loss = jnp.mean(cross_entropy_loss(logits, batch['label'], label_smoothing))
-    return loss, (logits, new_model_state['batch_stats'])
+    loss, metrics = loss_fn(outputs, batch)
+    return loss, (metrics, new_model_state['batch_stats'])
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   # The mean of per-device mean gradients is the gradient of the global batch
   # mean (every device holds the same number of examples).
   grads = lax.pmean(grads, axis_name)
@@ -105,41 +103,38 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array, *,
       ema_params=optimizer.update_ema(state.ema_params, new_state.params, decay),
       ema_batch_stats=optimizer.update_ema(state.ema_batch_stats, new_state.batch_stats, decay))
 
-  metrics = {'loss': loss,
-             'top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)}
   metrics = lax.pmean(metrics, axis_name)
   if learning_rate_fn is not None:
     metrics['learning_rate'] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: Batch, *, axis_name: str) -> Dict[str, jax.Array]:
-  """Summed evaluation counts for the raw and the EMA weights, over all devices.
+def eval_step(state: TrainState, batch: Batch, *, axis_name: str, evaluate_fn: EvaluateFn
+              ) -> tuple[Dict[str, jax.Array], Dict[str, jax.Array]]:
+  """The task's evaluation of the raw and the EMA weights on this device's examples.
 
   Args:
     state: the replicated training state.
-    batch: this device's examples: 'image', 'label' and optionally 'mask'
-      (bool [B], False on padding, which then counts nowhere).
+    batch: this device's examples: 'image', the task's targets and optionally
+      'mask' (bool [B], False on padding, which then counts nowhere).
     axis_name: the mapped device axis.
+    evaluate_fn: the task's `evaluate(outputs, batch, mask) -> (sums, examples)`.
 
   Returns:
-    psum'd scalars: 'count' (real examples), 'loss_sum' (plain cross-entropy,
-    no label smoothing), 'top1_correct', 'top5_correct', and the same three
-    with an 'ema_' prefix. Divide by 'count' after summing over batches.
+    (sums, examples): sums psum'd over the devices, with 'count' (real
+    examples) and the task's sums, those of the EMA weights prefixed 'ema_';
+    examples are the task's per-example arrays (same prefixes) plus 'mask'
+    when there are any, still split over the devices along the batch.
   """
-  labels = batch['label']
   mask = batch.get('mask')
-  mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-
-  def counts(variables, prefix):
-    logits = state.apply_fn(variables, batch['image'], train=False)
-    return {
-        f'{prefix}loss_sum': jnp.sum(cross_entropy_loss(logits, labels) * mask),
-        f'{prefix}top1_correct': jnp.sum(_correct_top_k(logits, labels, 1) * mask),
-        f'{prefix}top5_correct': jnp.sum(_correct_top_k(logits, labels, 5) * mask),
-    }
-
-  metrics = {'count': jnp.sum(mask)}
-  metrics.update(counts(state.variables, ''))
-  metrics.update(counts(state.ema_variables, 'ema_'))
-  return lax.psum(metrics, axis_name)
+  mask = (jnp.ones(batch['image'].shape[:1], jnp.float32) if mask is None
+          else mask.astype(jnp.float32))
+  sums, examples = {'count': jnp.sum(mask)}, {}
+  for prefix, variables in (('', state.variables), ('ema_', state.ema_variables)):
+    outputs = state.apply_fn(variables, batch['image'], train=False)
+    task_sums, task_examples = evaluate_fn(outputs, batch, mask)
+    sums.update({prefix + name: value for name, value in task_sums.items()})
+    examples.update({prefix + name: value for name, value in task_examples.items()})
+  if examples:
+    examples['mask'] = mask > 0
+  return lax.psum(sums, axis_name), examples

@@ -1,0 +1,112 @@
+"""What a task tells the one training loop: its model, loss, metrics and examples.
+
+Classification, detection and segmentation share everything in
+`mnv2_jax.train.loop` (checkpoints, resume, data parallelism, logging, the
+refusal of bad input) and differ only in what a `Task` answers:
+
+  validate_config()              the task's own config fields, one ValueError line
+  check_dataset(builder)         the dataset has the features the task reads
+  num_classes(builder)           classes the model predicts
+  create_model(num_classes, batch_norm_axis_name)
+                                 the Flax module (images -> outputs)
+  counts(num_classes)            exact params and MAdds for run_info.json
+  train_example / eval_example / padding_example
+                                 one TFDS example -> the arrays of a batch (tf)
+  loss(outputs, batch)           (scalar loss, scalar metrics) on one device
+  evaluate(outputs, batch, mask) (sums, per-example arrays) on one device: sums
+                                 add up over devices and batches, per-example
+                                 arrays come back to the host (e.g. detections)
+  eval_metrics(sums, examples)   the metrics of a whole eval split, on the host
+
+Every key a task returns from `loss` is logged as 'train_<key>'; every key of
+`eval_metrics` as 'eval_<key>' for the raw weights and 'eval_ema_<key>' for the
+EMA. A task is made from the experiment config (`mnv2_jax.tasks.get_task`)
+and reads its fields from `self.config`. `headline` names the metrics that end a run (final_metrics.json, its
+summary and curves.png), the first one being the run's 'best'.
+"""
+
+import abc
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+Batch = Mapping[str, jax.Array]
+TfExample = Mapping[str, tf.Tensor]
+
+
+class Task(abc.ABC):
+  """The interface; see the module docstring. Subclasses set `name` and `headline`."""
+
+  name: str = ''
+  # (metric key, label) pairs: the metrics that summarise a run, the first one ranks it.
+  headline: tuple[tuple[str, str], ...] = ()
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  # --- config and data (host, before anything compiles) ---------------------
+
+  @abc.abstractmethod
+  def validate_config(self) -> None:
+    ...
+
+  @abc.abstractmethod
+  def check_dataset(self, builder: tfds.core.DatasetBuilder) -> None:
+    ...
+
+  @abc.abstractmethod
+  def num_classes(self, builder: tfds.core.DatasetBuilder) -> int:
+    ...
+
+  # --- the network --------------------------------------------------------
+
+  @abc.abstractmethod
+  def create_model(self, num_classes: int, batch_norm_axis_name: str) -> nn.Module:
+    ...
+
+  @abc.abstractmethod
+  def counts(self, num_classes: int) -> dict[str, Any]:
+    """At least 'params' and 'madds' (exact integers); the rest goes into run_info.json."""
+    ...
+
+  def supports_init_from(self) -> bool:
+    """Whether config.init_from (a classifier's pretrained directory) can start this task."""
+    return False
+
+  # --- examples (tf.data, on the host) ---------------------------------------
+
+  @abc.abstractmethod
+  def train_example(self, example: TfExample, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    ...
+
+  @abc.abstractmethod
+  def eval_example(self, example: TfExample) -> dict[str, tf.Tensor]:
+    ...
+
+  @abc.abstractmethod
+  def padding_example(self) -> dict[str, tf.Tensor]:
+    """An example shaped like `eval_example`'s (without 'mask'), for padding eval batches."""
+    ...
+
+  # --- on the devices ---------------------------------------------------------
+
+  @abc.abstractmethod
+  def loss(self, outputs: Any, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    ...
+
+  @abc.abstractmethod
+  def evaluate(self, outputs: Any, batch: Batch, mask: jax.Array
+               ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    ...
+
+  # --- on the host ------------------------------------------------------------
+
+  @abc.abstractmethod
+  def eval_metrics(self, sums: Mapping[str, float],
+                   examples: Mapping[str, np.ndarray]) -> dict[str, float]:
+    ...
