@@ -29,10 +29,13 @@ the command line too.
                        cifar10, imagenette), not for ImageNet.
   image_folder         directory <image_folder>/<split>/<class>/<image> read by
                        `tfds.folder_dataset.ImageFolder` (dataset='image_folder').
-Built-in dataset (`procedural_shapes`) knobs, see procedural_shapes.py:
+Built-in datasets (`procedural_shapes`, and its multi-object scenes
+`procedural_shapes_detection` / `procedural_shapes_segmentation`) knobs, see
+procedural_shapes.py:
   num_train_examples, num_test_examples, dataset_seed;
   dataset_version      '2.0.0' (20 classes with fine detail) or '1.2.0' (10
                        coarse classes); None: the newest. Configs pin it.
+                       For the scene datasets: the shapes they draw.
   render_resolution    side the images are rendered at; None: `resolution`
                        (the random crop then samples from full-detail images).
 """

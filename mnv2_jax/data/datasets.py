@@ -17,6 +17,10 @@ import tensorflow_datasets as tfds
 from mnv2_jax.data import procedural_shapes
 
 BUILT_IN_DATASET = 'procedural_shapes'
+# The multi-object scenes of the same shapes, for detection and segmentation.
+BUILT_IN_DETECTION_DATASET = 'procedural_shapes_detection'
+BUILT_IN_SEGMENTATION_DATASET = 'procedural_shapes_segmentation'
+BUILT_IN_DATASETS = (BUILT_IN_DATASET, BUILT_IN_DETECTION_DATASET, BUILT_IN_SEGMENTATION_DATASET)
 IMAGE_FOLDER_DATASET = 'image_folder'
 MIN_RESOLUTION = 32
 IMAGENET_MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
@@ -58,6 +62,11 @@ def get_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuil
   """The TFDS builder of `data_config` (not prepared: see `prepare`)."""
   if data_config.dataset == IMAGE_FOLDER_DATASET:
     return _image_folder_builder(data_config.image_folder)
+  if data_config.dataset in (BUILT_IN_DETECTION_DATASET, BUILT_IN_SEGMENTATION_DATASET):
+    return _built_in_scene_builder(
+        data_config.dataset, data_config.num_train_examples, data_config.num_test_examples,
+        _render_resolution(data_config), data_config.dataset_seed, data_config.data_dir,
+        data_config.get('dataset_version'))
   if data_config.dataset == BUILT_IN_DATASET:
     return _built_in_builder(
         data_config.num_train_examples, data_config.num_test_examples,
@@ -78,6 +87,20 @@ def _built_in_builder(num_train_examples, num_test_examples, render_resolution,
     # tfds refuses a custom config named like a predefined one.
     return tfds.builder(f'{BUILT_IN_DATASET}/{config.name}:{config.version}', data_dir=data_dir)
   return tfds.builder(BUILT_IN_DATASET, config=config, data_dir=data_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _built_in_scene_builder(dataset, num_train_examples, num_test_examples, render_resolution,
+                            seed, data_dir, shapes_version=None):
+  """The detection or segmentation scenes; data.dataset_version picks the shapes drawn."""
+  config = procedural_shapes.make_scene_builder_config(
+      num_train_examples=num_train_examples, num_test_examples=num_test_examples,
+      render_resolution=render_resolution, seed=seed,
+      shapes_version=shapes_version or procedural_shapes.SCENE_SHAPES_VERSION)
+  builder_class = tfds.builder_cls(dataset)
+  if builder_class.get_builder_config(config.name, config.version):
+    return tfds.builder(f'{dataset}/{config.name}:{config.version}', data_dir=data_dir)
+  return tfds.builder(dataset, config=config, data_dir=data_dir)
 
 
 @functools.lru_cache(maxsize=8)
@@ -106,7 +129,7 @@ def resolve_eval_split(data_config, builder=None) -> str:
     return data_config.eval_split
   if _base_name(data_config.dataset) == 'imagenet2012':
     return 'validation'
-  if data_config.dataset == BUILT_IN_DATASET:
+  if data_config.dataset in BUILT_IN_DATASETS:
     return 'test'
   builder = builder or get_builder(data_config)
   splits = set(builder.info.splits.keys())
@@ -170,7 +193,7 @@ def similar_dataset_names(name: str, known: list[str]) -> list[str]:
 
 
 def _check_known_dataset(dataset: str) -> None:
-  if dataset in (BUILT_IN_DATASET, IMAGE_FOLDER_DATASET):
+  if dataset in BUILT_IN_DATASETS + (IMAGE_FOLDER_DATASET,):
     return
   known = tfds.list_builders(with_community_datasets=False)
   if _base_name(dataset) in known:
@@ -261,7 +284,7 @@ def _split_names(split: str) -> set[str]:
 
 def _check_splits(data_config, builder) -> None:
   """Train/eval splits must exist (checked where the split list is known)."""
-  if data_config.dataset == BUILT_IN_DATASET:
+  if data_config.dataset in BUILT_IN_DATASETS:
     available = {'train', 'test'}
   elif (_tfds_mocked() or is_image_folder(builder) or
         not builder.info.splits):
@@ -311,13 +334,14 @@ def validate_data_config(data_config: ml_collections.ConfigDict,
     _check_positive_int('eval_batch_size', data_config.eval_batch_size,
                         *divisors)
   _check_positive_int('shuffle_buffer_size', data_config.shuffle_buffer_size)
-  if data_config.dataset == BUILT_IN_DATASET:
+  if data_config.dataset in BUILT_IN_DATASETS:
     _check_positive_int('num_train_examples', data_config.num_train_examples)
     _check_positive_int('num_test_examples', data_config.num_test_examples)
     version = data_config.get('dataset_version')
     if version is not None and str(version) not in procedural_shapes.VERSIONS:
       raise ValueError(
-          f'data.dataset_version={version!r} is not a version of {BUILT_IN_DATASET}; set '
+          f'data.dataset_version={version!r} is not a version of {BUILT_IN_DATASET}\'s '
+          f'shapes (which {data_config.dataset} draws); set '
           f'--config.data.dataset_version to one of {", ".join(procedural_shapes.VERSIONS)} '
           f'(or leave it unset for the newest).')
   _check_image_folder(data_config)
