@@ -40,6 +40,18 @@ def model(**changes: Any) -> ml_collections.ConfigDict:
   return _with_changes(section, 'model', changes)
 
 
+def detection_model(**changes: Any) -> ml_collections.ConfigDict:
+  """SSDLite on MobileNetV2 1.0 (the paper's detector; the OD API's BN decay 0.9997)."""
+  section = ml_collections.ConfigDict()
+  section.name = 'ssdlite_mobilenet_v2'  # or 'ssdlite_mobilenet_v1'
+  section.width_multiplier = 1.0
+  section.head = 'ssdlite'  # or 'ssd': regular 3x3 prediction layers (paper Table 5)
+  section.batch_norm_momentum = 0.9997
+  section.depthwise_impl = 'auto'
+  section.dtype = 'float32'
+  return _with_changes(section, 'model', changes)
+
+
 def optimizer(**changes: Any) -> ml_collections.ConfigDict:
   """The released checkpoints' recipe: TF1 RMSProp, staircase decay, L2, smoothing, EMA.
 

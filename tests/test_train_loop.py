@@ -1,9 +1,7 @@
 """End-to-end `train_and_evaluate` on the built-in dataset and on TFDS mock data (tiny models)."""
 
 import contextlib
-import functools
 import io
-import itertools
 import json
 import math
 import os
@@ -13,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from experiments import figures
 from mnv2_jax import checkpoint, data, metrics, pretrained, run_report
@@ -152,32 +149,8 @@ def test_rerunning_a_finished_run_changes_nothing(finished_run, capsys):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def _mocked(function):
-  """`function` run under tfds.testing.mock_data, its iterator's first batch included.
-
-  The mock stays off while the loop writes checkpoints (orbax's asynchronous
-  writer fails under the mock's patches); the tf.data pipeline it built keeps
-  yielding mock examples afterwards.
-  """
-  def wrapper(*args, **kwargs):
-    with tfds.testing.mock_data(num_examples=48):
-      result = function(*args, **kwargs)
-      if not hasattr(result, '__next__'):
-        return result
-      first = next(result)
-    return itertools.chain([first], result)
-
-  return wrapper
-
-
 def test_tfds_mock_cifar10_trains_and_evaluates(tmp_path, monkeypatch):
-  for name in ('validate_data_config', 'get_dataset_info', 'create_train_iterator',
-               'create_eval_iterator'):
-    monkeypatch.setattr(data, name, _mocked(getattr(data, name)))
-  # Synchronous saves: an asynchronous write still running when the eval
-  # iterator switches the mock on again would fail under its file patches.
-  monkeypatch.setattr(checkpoint, 'Checkpointer',
-                      functools.partial(checkpoint.Checkpointer, async_save=False))
+  utils.mock_tfds(monkeypatch)
   config = utils.tiny_config(None, num_steps=2)
   with config.unlocked():
     config.data.dataset = 'cifar10'

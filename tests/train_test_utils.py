@@ -1,5 +1,7 @@
 """Helpers shared by the training-loop tests: a tiny config and pretrained variables."""
 
+import functools
+import itertools
 import os
 
 import jax
@@ -7,8 +9,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import default
+from mnv2_jax import checkpoint, data
 from mnv2_jax.train import state as state_lib
 
 # A few hundred images are enough for the loop; rendering them takes a second.
@@ -55,3 +59,33 @@ def model_config(config, num_classes: int) -> dict:
   return dict(name=config.model.name, width_multiplier=config.model.width_multiplier,
               expansion_ratio=config.model.expansion_ratio, num_classes=num_classes,
               resolution=config.data.resolution, source='tests')
+
+
+def _mocked(function, **mock_kwargs):
+  """`function` run under tfds.testing.mock_data, its iterator's first batch included.
+
+  The mock stays off while the loop writes checkpoints (orbax's asynchronous
+  writer fails under the mock's patches); the tf.data pipeline it built keeps
+  yielding mock examples afterwards.
+  """
+  def wrapper(*args, **kwargs):
+    with tfds.testing.mock_data(num_examples=48, **mock_kwargs):
+      result = function(*args, **kwargs)
+      if not hasattr(result, '__next__'):
+        return result
+      first = next(result)
+    return itertools.chain([first], result)
+
+  return wrapper
+
+
+def mock_tfds(monkeypatch, **mock_kwargs) -> None:
+  """Serves every TFDS dataset the loop reads from `tfds.testing.mock_data` (48 random
+  examples a split, no files), with synchronous checkpoint saves: an asynchronous write
+  still running when the eval iterator switches the mock on again would fail under its
+  file patches. `mock_kwargs` go to mock_data (e.g. as_dataset_fn)."""
+  for name in ('validate_data_config', 'get_dataset_info', 'create_train_iterator',
+               'create_eval_iterator'):
+    monkeypatch.setattr(data, name, _mocked(getattr(data, name), **mock_kwargs))
+  monkeypatch.setattr(checkpoint, 'Checkpointer',
+                      functools.partial(checkpoint.Checkpointer, async_save=False))

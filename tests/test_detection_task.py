@@ -1,0 +1,193 @@
+"""The detection task in the one training loop: examples, COCO mAP, config checks, a real run."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import ssdlite_coco, ssdlite_default
+from mnv2_jax import metrics
+from mnv2_jax import tasks
+from mnv2_jax.tasks import detection
+from mnv2_jax.train import loop
+import train_test_utils as utils
+
+
+def _config(data_dir=None, *, steps=4, width=0.35, res=64, batch=16):
+  config = ssdlite_default.get_config(f'width={width},res={res},batch={batch},steps={steps}')
+  with config.unlocked():
+    config.data.data_dir = data_dir
+    config.data.update(num_train_examples=64, num_test_examples=32, eval_batch_size=16)
+    config.train.update(eval_every_steps=2, checkpoint_every_steps=2, log_every_steps=1)
+  return config
+
+
+def _examples(gt_boxes, detections):
+  """One image per entry: ground truth [(box, label)], detections [(box, label, score)]."""
+  def padded(rows, width, fill):
+    out = np.full((len(rows), 3, width), fill, np.float32)
+    for i, image in enumerate(rows):
+      for j, row in enumerate(image):
+        out[i, j] = row
+    return out
+  gt = padded([[list(box) + [label] for box, label in image] for image in gt_boxes], 5, 0)
+  dt = padded([[list(box) + [label, score] for box, label, score in image]
+               for image in detections], 6, 0)
+  return {'gt_boxes': gt[..., :4], 'gt_labels': gt[..., 4].astype(int),
+          'gt_valid': np.array([[j < len(image) for j in range(3)] for image in gt_boxes]),
+          'boxes': dt[..., :4], 'classes': dt[..., 4].astype(int), 'scores': dt[..., 5],
+          'valid': np.array([[j < len(image) for j in range(3)] for image in detections])}
+
+
+BOX_A, BOX_B = (0.1, 0.1, 0.5, 0.6), (0.4, 0.3, 0.9, 0.8)
+
+
+def test_coco_map_is_1_for_exact_detections_and_0_without_any():
+  gt = [[(BOX_A, 3)], [(BOX_B, 5), (BOX_A, 3)]]
+  exact = [[(BOX_A, 3, 0.9)], [(BOX_B, 5, 0.8), (BOX_A, 3, 0.7)]]
+  assert detection.coco_metrics(_examples(gt, exact), 96) == {'map': 1.0, 'map50': 1.0}
+  assert detection.coco_metrics(_examples(gt, [[], []]), 96) == {'map': 0.0, 'map50': 0.0}
+
+
+def test_coco_map_of_finding_one_of_two_objects_is_coco_101_point_average_precision():
+  gt = [[(BOX_A, 3)], [(BOX_A, 3)]]
+  found_one = [[(BOX_A, 3, 0.9)], []]
+  # Precision 1 up to recall 0.5, then nothing: 51 of COCO's 101 recall points.
+  result = detection.coco_metrics(_examples(gt, found_one), 96)
+  assert result['map'] == pytest.approx(51 / 101) and result['map50'] == pytest.approx(51 / 101)
+  # The right box with the wrong class finds nothing.
+  wrong_class = [[(BOX_A, 4, 0.9)], []]
+  assert detection.coco_metrics(_examples(gt, wrong_class), 96)['map'] == 0.0
+
+
+def _scene_example(box, size=80):
+  """A black image with a white rectangle at `box` (normalised corners), as TFDS gives it."""
+  image = np.zeros((size, size, 3), np.uint8)
+  ymin, xmin, ymax, xmax = (round(v * size) for v in box)
+  image[ymin:ymax, xmin:xmax] = 255
+  return {'image': tf.constant(image),
+          'objects': {'bbox': tf.constant([box], tf.float32), 'label': tf.constant([7], tf.int64)}}
+
+
+def _bright_box(image):
+  rows, cols = np.nonzero(image[..., 0] > 0)
+  size = image.shape[0]
+  return np.array([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]) / size
+
+
+def test_training_example_flips_the_boxes_with_the_image_and_repeats_for_a_seed():
+  task = tasks.get_task(_config())
+  example = _scene_example((0.25, 0.125, 0.75, 0.5))
+  flips = 0
+  for k in range(8):
+    seed = tf.constant([3, k], tf.int64)
+    first, again = task.train_example(example, seed), task.train_example(example, seed)
+    np.testing.assert_array_equal(first['image'].numpy(), again['image'].numpy())
+    image, boxes = first['image'].numpy(), first['boxes'].numpy()
+    assert image.shape == (64, 64, 3) and -1 <= image.min() and image.max() <= 1
+    np.testing.assert_allclose(_bright_box(image), boxes[0], atol=1.5 / 64)
+    assert first['boxes_valid'].numpy().tolist() == [True, False, False, False]
+    assert first['labels'].numpy()[0] == 7
+    flips += boxes[0][1] > 0.4
+  assert 0 < flips < 8  # both ways occur
+
+
+def test_ground_truth_is_padded_or_truncated_to_max_boxes():
+  task = tasks.get_task(_config())
+  boxes = tf.constant([[0.1, 0.1, 0.2, 0.2]] * 6)
+  example = {'image': tf.zeros((70, 70, 3), tf.uint8),
+             'objects': {'bbox': boxes, 'label': tf.range(6, dtype=tf.int64)}}
+  out = task.eval_example(example)
+  assert out['boxes'].shape == (4, 4) and out['boxes_valid'].numpy().all()
+  assert out['labels'].numpy().tolist() == [0, 1, 2, 3]
+  padding = task.padding_example()
+  assert {name: tuple(value.shape) for name, value in padding.items()} == {
+      name: tuple(value.shape) for name, value in out.items()}
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('model.name', 'mobilenet_v2', 'config.model.name must be one of'),
+    ('model.head', 'retina', 'config.model.head must be one of'),
+    ('data.resolution', 48, 'config.data.resolution must be an integer >= 64'),
+    ('detection.max_boxes', 0, 'config.detection.max_boxes must be an integer >= 1'),
+    ('init_from', '/some/pretrained', "config.init_from must be None for config.task='detection'"),
+])
+def test_a_bad_detection_config_is_one_line_naming_the_field(field, value, message):
+  config = _config()
+  section, name = field.rsplit('.', 1) if '.' in field else (None, field)
+  with config.unlocked():
+    (config[section] if section else config)[name] = value
+  with pytest.raises(ValueError, match=message) as error:
+    loop.validate_config(config)
+  assert '\n' not in str(error.value)
+
+
+def test_counts_equal_the_parameters_model_init_creates():
+  config = _config(res=96, width=0.5)
+  task = tasks.get_task(config)
+  model = task.create_model(20, 'batch')
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3))))
+  assert task.counts(20)['params'] == sum(x.size for x in jax.tree.leaves(shapes['params']))
+
+
+def test_detection_trains_evaluates_and_resumes_in_the_classification_loop(tmp_path):
+  data_dir, workdir = str(tmp_path / 'tfds'), str(tmp_path / 'run')
+  loop.train_and_evaluate(_config(data_dir, steps=2), workdir)
+  loop.train_and_evaluate(_config(data_dir, steps=4), workdir)  # resumes from step 2
+  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+    final = json.load(f)
+  assert final['step'] == 4
+  for key in ('eval_map', 'eval_map50', 'eval_ema_map', 'eval_ema_map50'):
+    assert 0 <= final[key] <= 1
+  with open(os.path.join(workdir, 'run_info.json')) as f:
+    run_info = json.load(f)
+  assert run_info['task'] == 'detection' and run_info['num_classes'] == 20
+  lines = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  trained = [line for line in lines if 'train_loss' in line]
+  assert {'train_localization_loss', 'train_classification_loss',
+          'train_num_positives'} <= set(trained[0])
+  assert [line['step'] for line in lines if 'eval_map' in line] == [2, 4]
+
+
+def _mock_coco(builder, split, **unused_kwargs):
+  """48 COCO-shaped examples a split: 1-5 objects each, some of them crowds.
+
+  (mock_data's own generator gives the fields of one Sequence different lengths.)
+  """
+  del builder, split
+
+  def example(index):
+    seed = tf.stack([tf.constant(7, tf.int64), index])
+    count = 1 + index % 5
+    corners = tf.sort(tf.random.stateless_uniform([count, 2, 2], seed), axis=1)
+    return {
+        'image': tf.cast(tf.random.stateless_uniform([48, 72, 3], seed, maxval=256), tf.uint8),
+        'objects': {
+            'bbox': tf.reshape(corners, [count, 4]),  # [ymin, xmin], [ymax, xmax]
+            'label': tf.random.stateless_uniform([count], seed, maxval=80, dtype=tf.int64),
+            'is_crowd': tf.range(count) == 3,
+        },
+    }
+  return tf.data.Dataset.range(48).map(example)
+
+
+def test_coco_2017_config_trains_and_evaluates_on_mock_coco(tmp_path, monkeypatch):
+  """configs/ssdlite_coco.py reads TFDS coco/2017 (served by tfds.testing.mock_data)
+  through the same task and loop."""
+  utils.mock_tfds(monkeypatch, as_dataset_fn=_mock_coco)
+  config = ssdlite_coco.get_config('width=0.35,res=64,batch=16')
+  with config.unlocked():
+    config.train.update(num_steps=2, eval_every_steps=2, checkpoint_every_steps=2,
+                        log_every_steps=1)
+    config.data.update(eval_batch_size=16, shuffle_buffer_size=16)
+  workdir = str(tmp_path / 'run')
+  loop.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'run_info.json')) as f:
+    assert json.load(f)['num_classes'] == 80
+  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+    final = json.load(f)
+  assert final['step'] == 2 and 0 <= final['eval_map'] <= 1
