@@ -1,16 +1,19 @@
 """The detection task in the one training loop: examples, COCO mAP, config checks, a real run."""
 
+import contextlib
+import io
 import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow as tf
 
-from configs import ssdlite_coco, ssdlite_default
-from mnv2_jax import metrics
+from configs import default, ssdlite_coco, ssdlite_default
+from mnv2_jax import detect, metrics
 from mnv2_jax import tasks
 from mnv2_jax.tasks import detection
 from mnv2_jax.train import loop
@@ -151,6 +154,30 @@ def test_detection_trains_evaluates_and_resumes_in_the_classification_loop(tmp_p
   assert {'train_localization_loss', 'train_classification_loss',
           'train_num_positives'} <= set(trained[0])
   assert [line['step'] for line in lines if 'eval_map' in line] == [2, 4]
+
+  # The trained detector on image files: one JSON record per image, the boxes drawn.
+  image_path = str(tmp_path / 'scene.png')
+  PIL.Image.fromarray(np.full((50, 70, 3), 120, np.uint8)).save(image_path)
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    assert detect.main(['--workdir', workdir, '--json', '--score-threshold', '0',
+                        '--draw', str(tmp_path / 'drawn'), image_path]) == 0
+  record = json.loads(printed.getvalue())
+  assert record['image'] == image_path and record['detections']
+  assert all(0 <= d['box_ymin_xmin_ymax_xmax'][2] <= 50 and d['class'] for d in
+             record['detections'])
+  assert os.path.getsize(tmp_path / 'drawn' / 'scene.png') > 0
+
+
+def test_detect_refuses_a_classification_workdir_in_one_line(tmp_path, capsys):
+  workdir = tmp_path / 'classifier'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(default.get_config().to_json())
+  (workdir / 'run_info.json').write_text(json.dumps({'num_classes': 10}))
+  (workdir / 'checkpoints').mkdir()
+  assert detect.main(['--workdir', str(workdir), __file__]) == 2
+  error = capsys.readouterr().err.strip().splitlines()[-1]
+  assert error.startswith('error: ') and 'is a classification run' in error
 
 
 def _mock_coco(builder, split, **unused_kwargs):

@@ -61,8 +61,9 @@ def detection_section(**changes: Any) -> ml_collections.ConfigDict:
   return section
 
 
-def _to_signed_range(image: tf.Tensor, resolution: int) -> tf.Tensor:
-  """uint8 image -> float32 [resolution, resolution, 3] in [-1, 1] (bilinear resize)."""
+def network_input(image: tf.Tensor, resolution: int) -> tf.Tensor:
+  """uint8 image -> float32 [resolution, resolution, 3] in [-1, 1] (bilinear resize, the
+  aspect ratio not kept: SSD's fixed_shape_resizer)."""
   image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32),
                           [resolution, resolution], method='bilinear', antialias=True)
   return tf.clip_by_value(image, 0.0, 1.0) * 2.0 - 1.0
@@ -245,11 +246,11 @@ class Detection(base.Task):
     ground_truth['boxes'] = tf.where(flip, _flip_boxes_left_right(ground_truth['boxes']),
                                      ground_truth['boxes'])
     ground_truth['boxes'] *= tf.cast(ground_truth['boxes_valid'], tf.float32)[:, None]
-    return dict(ground_truth, image=_to_signed_range(image, self.config.data.resolution))
+    return dict(ground_truth, image=network_input(image, self.config.data.resolution))
 
   def eval_example(self, example):
     image, ground_truth = self._example(example, keep_crowd=True)
-    return dict(ground_truth, image=_to_signed_range(image, self.config.data.resolution))
+    return dict(ground_truth, image=network_input(image, self.config.data.resolution))
 
   def padding_example(self):
     resolution, max_boxes = self.config.data.resolution, self.config.detection.max_boxes
