@@ -161,9 +161,11 @@ class DataParallel:
     return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
             for name, value in local_batch.items()}
 
-  def fetch_metrics(self, metrics: Dict[str, Any]) -> Dict[str, float]:
-    """Replicated scalar metrics as Python floats (blocks until computed)."""
-    return {name: float(value) for name, value in self.unreplicate(metrics).items()}
+  def fetch_metrics(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """Replicated metrics on the host (blocks until computed): scalars as Python floats,
+    arrays (e.g. segmentation's summed confusion matrix) as NumPy arrays."""
+    return {name: float(value) if np.ndim(value) == 0 else np.asarray(value)
+            for name, value in self.unreplicate(metrics).items()}
 
   def _place_key(self, key: jax.Array) -> jax.Array:
     """A PRNG key (typed or raw uint32) replicated for the shard_map step."""
