@@ -97,8 +97,8 @@ def draw(image: np.ndarray, detections: dict, names: Optional[list[str]], path: 
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m mnv2_jax.detect', description=__doc__.split(
-      '\n')[0])
+  parser = errors.ArgumentParser(prog='python -m mnv2_jax.detect',
+                                 description='Runs a trained detector on image files.')
   parser.add_argument('images', nargs='+', help='image files')
   parser.add_argument('--workdir', required=True, help='a detection run\'s workdir')
   parser.add_argument('--raw', action='store_true', help='the raw weights instead of the EMA')

@@ -23,6 +23,8 @@ ENTRY_POINTS = {
     'mnv2_jax.main': ('mnv2_jax.main', 'run'),
     'mnv2_jax.stats': ('mnv2_jax.stats.__main__', 'main'),
     'mnv2_jax.convert': ('mnv2_jax.convert', 'main'),
+    'mnv2_jax.export': ('mnv2_jax.export', 'main'),
+    'mnv2_jax.detect': ('mnv2_jax.detect', 'main'),
     'launch.sweep': ('launch.sweep', 'main'),
     'experiments.collect': ('experiments.collect', 'main'),
     'experiments.figures': ('experiments.figures', 'main'),
