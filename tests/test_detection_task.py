@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from configs import default, ssdlite_coco, ssdlite_default
-from mnv2_jax import detect, metrics
+from mnv2_jax import data, detect, metrics
 from mnv2_jax import tasks
 from mnv2_jax.tasks import detection
 from mnv2_jax.train import loop
@@ -202,19 +202,27 @@ def _mock_coco(builder, split, **unused_kwargs):
   return tf.data.Dataset.range(48).map(example)
 
 
-def test_coco_2017_config_trains_and_evaluates_on_mock_coco(tmp_path, monkeypatch):
-  """configs/ssdlite_coco.py reads TFDS coco/2017 (served by tfds.testing.mock_data)
-  through the same task and loop."""
+def test_coco_2017_examples_through_the_pipeline_drop_crowds_for_training_only(monkeypatch):
+  """configs/ssdlite_coco.py reads TFDS coco/2017 (served by tfds.testing.mock_data): its
+  config passes the loop's checks, and the task's examples batch with static shapes, crowd
+  regions dropped from the training targets and kept, flagged, for the evaluation."""
   utils.mock_tfds(monkeypatch, as_dataset_fn=_mock_coco)
-  config = ssdlite_coco.get_config('width=0.35,res=64,batch=16')
+  config = ssdlite_coco.get_config('width=0.35,res=64,batch=8')
   with config.unlocked():
-    config.train.update(num_steps=2, eval_every_steps=2, checkpoint_every_steps=2,
-                        log_every_steps=1)
-    config.data.update(eval_batch_size=16, shuffle_buffer_size=16)
-  workdir = str(tmp_path / 'run')
-  loop.train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, 'run_info.json')) as f:
-    assert json.load(f)['num_classes'] == 80
-  with open(os.path.join(workdir, 'final_metrics.json')) as f:
-    final = json.load(f)
-  assert final['step'] == 2 and 0 <= final['eval_map'] <= 1
+    config.data.update(eval_batch_size=8, shuffle_buffer_size=16)
+  loop.validate_config(config)
+  task = tasks.get_task(config)
+  data.validate_data_config(config.data, num_devices=1, process_count=1,
+                            check_dataset=task.check_dataset)
+  assert data.get_dataset_info(config.data, task.num_classes).num_classes == 80
+  train = next(data.create_train_iterator(config.data, seed=0, example_fn=task.train_example))
+  evaluation = next(data.create_eval_iterator(config.data, example_fn=task.eval_example,
+                                              padding_example=task.padding_example()))
+  assert train['image'].shape == (8, 64, 64, 3) and train['boxes'].shape == (8, 100, 4)
+  assert set(train) == {'image', 'boxes', 'labels', 'boxes_valid'}
+  # Example k of _mock_coco has 1 + k % 5 objects, the fourth of them a crowd.
+  assert evaluation['boxes_valid'].sum(axis=1).tolist() == [1 + k % 5 for k in range(8)]
+  assert evaluation['boxes_crowd'].sum(axis=1).tolist() == [int(k % 5 >= 3) for k in range(8)]
+  five_objects = next(iter(_mock_coco(None, None).skip(4)))
+  trained = task.train_example(five_objects, tf.constant([0, 4], tf.int64))
+  assert trained['boxes_valid'].numpy().sum() == 4  # the crowd is no training target
