@@ -299,9 +299,11 @@ def test_ctrl_c_stops_runs_with_sigterm_so_they_save_and_the_next_launch_resumes
   workdirs = [tmp_path / 'runs' / 's' / name for name in ('a', 'b', 'c')]
   launcher = subprocess.Popen([sys.executable, str(driver)], cwd=REPO_ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.monotonic() + 60
+  # Generous: on a loaded machine two interpreters may take a minute to start.
+  deadline = time.monotonic() + 240
   while not all((w / 'running').exists() for w in workdirs[:2]) and time.monotonic() < deadline:
     time.sleep(0.1)
+  assert all((w / 'running').exists() for w in workdirs[:2]), 'the first two runs never started'
   manifest_file = tmp_path / 'runs' / 's' / 'manifest.json'
   pids = [run['pid'] for run in manifest_lib.read_manifest(manifest_file)['runs'][:2]]
   launcher.send_signal(signal.SIGINT)
