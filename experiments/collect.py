@@ -15,13 +15,14 @@ run finished; otherwise from the last eval line of metrics.jsonl, and the
 run's status says 'unfinished' (or 'failed', as the manifest records it).
 'best_*' are maxima over all eval lines. 'converged' applies the convergence
 rule (see CONVERGENCE_GAIN_POINTS) to finished runs and is empty where it
-cannot be decided. Partial sweeps are fine: every run with any data gets a row.
+cannot be decided; 'learned' says whether the run left chance at all
+(LEARNED_CHANCE_MULTIPLE). Partial sweeps are fine: every run with any data gets a row.
 
 The aggregate CSV (default: next to --out, '<stem>_aggregate.csv') has one
 row per configuration: n (runs with an accuracy), n_finished, their seeds,
 and for the final raw and EMA top-1/top-5 the mean, the standard deviation
 and the 95% t-interval of the mean over seeds (empty for n = 1), plus the
-fraction of runs that converged. Its status is 'finished' when every run of
+fractions of runs that converged and that learned. Its status is 'finished' when every run of
 the configuration finished.
 """
 
@@ -55,6 +56,12 @@ steps. A run still gaining more is stopped on its learning curve, and compares
 how fast runs learn rather than what they reach."""
 CONVERGENCE_WINDOW = 0.25
 
+LEARNED_CHANCE_MULTIPLE = 2.0
+"""A finished run has learned when its final EMA top-1 is at least this multiple
+of chance (100 / classes %). A run that never left chance gains nothing over its
+last quarter and so passes the convergence rule: 'learned' tells the two apart
+(the no-shortcut networks of Figure 6b sat at 6-8% of a 20-class task)."""
+
 ACCURACIES = {  # CSV column stem -> metrics.jsonl / final_metrics.json key
     'top1': 'eval_top1', 'top5': 'eval_top5',
     'ema_top1': 'eval_ema_top1', 'ema_top5': 'eval_ema_top5',
@@ -66,7 +73,8 @@ CONFIGURATION_FIELDS = (
 COLUMNS = (
     'sweep', 'name', 'configuration', 'seed', 'status', *CONFIGURATION_FIELDS, 'step',
     'total_steps', *(f'final_{stem}' for stem in ACCURACIES),
-    *(f'best_{stem}' for stem in ACCURACIES), 'converged', 'wall_time_seconds', 'workdir',
+    *(f'best_{stem}' for stem in ACCURACIES), 'converged', 'learned', 'wall_time_seconds',
+    'workdir',
 )
 AGGREGATED_METRICS = tuple(f'final_{stem}' for stem in ACCURACIES)
 STATISTICS = ('mean', 'std', 'ci95_low', 'ci95_high')
@@ -74,7 +82,7 @@ AGGREGATE_COLUMNS = (
     'sweep', 'configuration', 'status', 'n', 'n_finished', 'seeds', *CONFIGURATION_FIELDS,
     'total_steps', *(f'{metric}_{statistic}' for metric in AGGREGATED_METRICS
                      for statistic in STATISTICS),
-    'converged_fraction', 'n_convergence_known',
+    'converged_fraction', 'n_convergence_known', 'learned_fraction',
 )
 
 
@@ -136,6 +144,13 @@ def has_converged(final_ema_top1: Optional[float], ema_curve: Sequence[tuple[int
   if not before:
     return None
   return final_ema_top1 - before[-1] < CONVERGENCE_GAIN_POINTS
+
+
+def has_learned(final_ema_top1: Optional[float], num_classes: Optional[int]) -> Optional[bool]:
+  """The final EMA top-1 is at least LEARNED_CHANCE_MULTIPLE x chance; None if unknown."""
+  if final_ema_top1 is None or not num_classes:
+    return None
+  return final_ema_top1 >= LEARNED_CHANCE_MULTIPLE * 100.0 / num_classes
 
 
 def find_run_dirs(workroot: pathlib.Path) -> list[pathlib.Path]:
@@ -223,6 +238,7 @@ def summarize_run(workdir: pathlib.Path, name: str,
                  if 'step' in record and _number(record.get('eval_ema_top1')) is not None]
     row['converged'] = has_converged(row['final_ema_top1'], sorted(ema_curve),
                                      row['total_steps'])
+    row['learned'] = has_learned(row['final_ema_top1'], run_info.get('num_classes'))
   else:
     status = (manifest_entry or {}).get('status')
     row['status'] = 'failed' if status == 'failed' else 'unfinished'
@@ -294,6 +310,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     known = [run['converged'] for run in runs if run['converged'] is not None]
     row['converged_fraction'] = sum(known) / len(known) if known else None
     row['n_convergence_known'] = len(known)
+    learned = [run['learned'] for run in runs if run.get('learned') is not None]
+    row['learned_fraction'] = sum(learned) / len(learned) if learned else None
     aggregated.append(row)
   return aggregated
 

@@ -162,6 +162,18 @@ def test_converged_fraction_counts_the_runs_where_the_rule_decides(tmp_path):
   assert row['converged_fraction'] == 0.5 and row['n_convergence_known'] == 2
 
 
+def test_a_run_that_never_left_chance_converges_but_has_not_learned(tmp_path):
+  # 10 classes (synthetic_runs): chance 10%, learned from 20% EMA top-1 on.
+  for seed, final in enumerate((0.11, 0.19, 0.25, 0.60)):  # EMA: 1 point lower
+    write_run(tmp_path, f'fig6b/run/seed{seed}', seed=seed,
+              evals=((100, final), (300, final), (400, final)))
+  rows = collect.collect(tmp_path)
+  assert [row['converged'] for row in rows] == [True] * 4
+  assert [row['learned'] for row in rows] == [False, False, True, True]
+  [aggregate] = collect.aggregate(rows)
+  assert aggregate['learned_fraction'] == 0.5
+
+
 def _lines(ax):
   return {line.get_label(): line for line in ax.get_lines()}
 
