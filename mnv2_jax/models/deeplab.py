@@ -82,6 +82,9 @@ class DeepLabV3(nn.Module):
     depthwise_impl, batch_norm_axis_name, batch_norm_momentum, dtype,
     kernel_init: as in `MobileNetV2`; `kernel_init` applies to the backbone,
       the head starts from DeepLab's initialisers (see above).
+    zero_init_residual: start the MobileNetV2 backbone's residual branches at
+      0 (`MobileNetV2.zero_init_residual`), for training from scratch; the
+      MobileNetV1 backbone has no residual branches and rejects it.
 
   The backbone's variables sit under 'backbone' with the classifier's names,
   so an ImageNet checkpoint's variables (less 'last_conv', 'last_bn' and
@@ -101,10 +104,14 @@ class DeepLabV3(nn.Module):
   batch_norm_momentum: float = BATCH_NORM_MOMENTUM
   dtype: Any = jnp.float32
   kernel_init: str = 'truncated_normal'
+  zero_init_residual: bool = False
 
   def __post_init__(self):
     self.head_spec  # Resolving the table validates every field it reads.
     validate_layer_options(self.depthwise_impl, self.batch_norm_momentum, self.kernel_init)
+    if self.zero_init_residual and self.backbone != 'mobilenet_v2':
+      raise ValueError(f'zero_init_residual needs the mobilenet_v2 backbone (the '
+                       f'{self.backbone} backbone has no residual branches).')
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f'dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
     super().__post_init__()
@@ -124,12 +131,13 @@ class DeepLabV3(nn.Module):
     'logits_at_output_stride' (before the upsampling).
     """
     spec = self.head_spec
+    backbone_options = dict(zero_init_residual=True) if self.zero_init_residual else {}
     features, endpoints = BACKBONE_MODULES[self.backbone](
         width_multiplier=self.width_multiplier, depthwise_impl=self.depthwise_impl,
         batch_norm_axis_name=self.batch_norm_axis_name,
         batch_norm_momentum=self.batch_norm_momentum, dtype=self.dtype,
         kernel_init=self.kernel_init, output_stride=self.output_stride, features_only=True,
-        name='backbone')(images, train=train)
+        name='backbone', **backbone_options)(images, train=train)
     endpoints = dict(endpoints, features=features)
 
     def conv_bn_relu(x, layer: deeplab_architecture.HeadConvSpec):

@@ -10,8 +10,9 @@ import ml_collections
 from mnv2_jax.tasks.base import Task
 from mnv2_jax.tasks.classification import Classification
 from mnv2_jax.tasks.detection import Detection
+from mnv2_jax.tasks.segmentation import Segmentation
 
-TASKS = {task.name: task for task in (Classification, Detection)}
+TASKS = {task.name: task for task in (Classification, Detection, Segmentation)}
 DEFAULT_TASK = Classification.name
 
 
