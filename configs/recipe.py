@@ -11,14 +11,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-
-def _with_changes(section: ml_collections.ConfigDict, name: str,
-                  changes: dict[str, Any]) -> ml_collections.ConfigDict:
-  for key, value in changes.items():
-    if key not in section:
-      raise KeyError(f'config.{name} has no field {key!r}; fields: {sorted(section)}.')
-    section[key] = value
-  return section
+from mnv2_jax import config_sections
 
 
 def model(**changes: Any) -> ml_collections.ConfigDict:
@@ -37,7 +30,7 @@ def model(**changes: Any) -> ml_collections.ConfigDict:
   section.kernel_init = 'truncated_normal'  # or 'fan_in' (He variance scaling)
   section.zero_init_residual = False  # last BN scale of each residual branch at 0
   section.zero_init_classifier = False  # classifier kernel at 0
-  return _with_changes(section, 'model', changes)
+  return config_sections.with_changes(section, 'model', changes)
 
 
 def detection_model(**changes: Any) -> ml_collections.ConfigDict:
@@ -49,7 +42,7 @@ def detection_model(**changes: Any) -> ml_collections.ConfigDict:
   section.batch_norm_momentum = 0.9997
   section.depthwise_impl = 'auto'
   section.dtype = 'float32'
-  return _with_changes(section, 'model', changes)
+  return config_sections.with_changes(section, 'model', changes)
 
 
 def optimizer(**changes: Any) -> ml_collections.ConfigDict:
@@ -77,7 +70,7 @@ def optimizer(**changes: Any) -> ml_collections.ConfigDict:
   section.weight_decay = 4e-5
   section.label_smoothing = 0.1
   section.ema_decay = 0.9999
-  return _with_changes(section, 'optimizer', changes)
+  return config_sections.with_changes(section, 'optimizer', changes)
 
 
 def train(**changes: Any) -> ml_collections.ConfigDict:
@@ -91,7 +84,7 @@ def train(**changes: Any) -> ml_collections.ConfigDict:
   section.keep_checkpoints = 3
   section.parallel_strategy = 'shard_map'  # or 'pmap'
   section.sync_batch_norm = False  # the official recipe keeps BN per worker
-  return _with_changes(section, 'train', changes)
+  return config_sections.with_changes(section, 'train', changes)
 
 
 def distributed() -> ml_collections.ConfigDict:

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mnv2_jax import config_sections
 from mnv2_jax.detection import loss as loss_lib
 from mnv2_jax.detection import postprocess as postprocess_lib
 from mnv2_jax.detection import targets as targets_lib
@@ -53,12 +54,7 @@ def detection_section(**changes: Any) -> ml_collections.ConfigDict:
   section.max_detections = postprocess_lib.MAX_DETECTIONS
   section.nms_iou_threshold = postprocess_lib.NMS_IOU_THRESHOLD
   section.score_threshold = postprocess_lib.SCORE_THRESHOLD
-  for name, value in changes.items():
-    if name not in section:
-      raise ValueError(f'Unknown detection config field {name!r}; the fields are '
-                       f'{sorted(section.keys())}.')
-    section[name] = value
-  return section
+  return config_sections.with_changes(section, 'detection', changes)
 
 
 def network_input(image: tf.Tensor, resolution: int) -> tf.Tensor:

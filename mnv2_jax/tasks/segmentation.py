@@ -59,6 +59,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
+from mnv2_jax import config_sections
 from mnv2_jax.data import datasets
 from mnv2_jax.data import scenes
 from mnv2_jax.models import deeplab_architecture
@@ -78,15 +79,6 @@ OUTPUT_STRIDES = (8, 16, 32)
 IMAGE_FEATURE, MASK_FEATURE = 'image', 'segmentation_mask'
 
 
-def _with_changes(section: ml_collections.ConfigDict, name: str,
-                  changes: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  for key, value in changes.items():
-    if key not in section:
-      raise KeyError(f'config.{name} has no field {key!r}; fields: {sorted(section)}.')
-    section[key] = value
-  return section
-
-
 def model_section(**changes: Any) -> ml_collections.ConfigDict:
   """config.model of Table 7's MobileNetV2* DeepLabv3 (OS 16, ASPP) with `changes`."""
   section = ml_collections.ConfigDict()
@@ -104,7 +96,7 @@ def model_section(**changes: Any) -> ml_collections.ConfigDict:
   section.zero_init_residual = False  # MobileNetV2's residual branches start at 0
   # Classes with background; None: from the built-in dataset (required for others).
   section.num_classes = config_dict.placeholder(int)
-  return _with_changes(section, 'model', changes)
+  return config_sections.with_changes(section, 'model', changes)
 
 
 def segmentation_section(**changes: Any) -> ml_collections.ConfigDict:
@@ -114,7 +106,7 @@ def segmentation_section(**changes: Any) -> ml_collections.ConfigDict:
   section.min_scale_factor = MIN_SCALE_FACTOR
   section.max_scale_factor = MAX_SCALE_FACTOR
   section.scale_factor_step_size = SCALE_FACTOR_STEP_SIZE  # 0: uniform in the range
-  return _with_changes(section, 'segmentation', changes)
+  return config_sections.with_changes(section, 'segmentation', changes)
 
 
 # --- examples (tf) -------------------------------------------------------------
