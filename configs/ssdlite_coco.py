@@ -14,8 +14,10 @@ staircase), horizontal flips, sigmoid classification with 3:1 hard negatives,
 NMS at 0.6. What differs, and why:
   - 320x320 input, as the paper's Table 6 (the released config resizes to 300);
   - no ssd_random_crop yet (flips only): docs/detection.md;
-  - the backbone starts from scratch unless init_from gains detector support
-    (the paper started from ImageNet weights): docs/detection.md;
+  - the backbone starts from ImageNet weights only when given them, as
+    `--config.init_from=DIR` with a MobileNetV2 classifier's pretrained
+    directory of the same width (`python -m mnv2_jax.convert ... --out DIR`;
+    the paper started from ImageNet weights); without it, from scratch;
   - the released config sets no step limit; train.num_epochs = 100 (about
     490k steps of 24) is a choice, not the paper's;
   - an EMA of the weights is evaluated next to the raw weights (0.9999).

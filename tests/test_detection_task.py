@@ -11,6 +11,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import tensorflow as tf
+from flax import traverse_util
 
 from configs import default, ssdlite_coco, ssdlite_default
 from mnv2_jax import data, detect, metrics
@@ -117,7 +118,6 @@ def test_ground_truth_is_padded_or_truncated_to_max_boxes():
     ('model.head', 'retina', 'config.model.head must be one of'),
     ('data.resolution', 48, 'config.data.resolution must be an integer >= 64'),
     ('detection.max_boxes', 0, 'config.detection.max_boxes must be an integer >= 1'),
-    ('init_from', '/some/pretrained', "config.init_from must be None for config.task='detection'"),
 ])
 def test_a_bad_detection_config_is_one_line_naming_the_field(field, value, message):
   config = _config()
@@ -137,9 +137,19 @@ def test_counts_equal_the_parameters_model_init_creates():
   assert task.counts(20)['params'] == sum(x.size for x in jax.tree.leaves(shapes['params']))
 
 
-def test_detection_trains_evaluates_and_resumes_in_the_classification_loop(tmp_path):
+def test_detection_starts_from_a_classifier_trains_evaluates_and_resumes_in_the_loop(tmp_path):
   data_dir, workdir = str(tmp_path / 'tfds'), str(tmp_path / 'run')
-  loop.train_and_evaluate(_config(data_dir, steps=2), workdir)
+  classifier = utils.save_random_classifier(tmp_path / 'pretrained')  # width 0.35, as _config
+  config = _config(data_dir, steps=2)
+  with config.unlocked():
+    config.init_from = str(tmp_path / 'pretrained')
+  state = loop.train_and_evaluate(config, workdir)
+  # A TF1-RMSProp step (accumulator starting at 1, eps 1) moves a weight by at most
+  # lr * sqrt(10): after 2 steps the backbone still holds the classifier's weights.
+  bound = 2 * config.optimizer.base_learning_rate * np.sqrt(10) * 1.01
+  backbone = traverse_util.flatten_dict(jax.device_get(state.params['backbone']))
+  for path in (('stem_conv', 'kernel'), ('block_16', 'project_conv', 'kernel')):
+    np.testing.assert_allclose(backbone[path], classifier[path], atol=bound)
   loop.train_and_evaluate(_config(data_dir, steps=4), workdir)  # resumes from step 2
   with open(os.path.join(workdir, 'final_metrics.json')) as f:
     final = json.load(f)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from mnv2_jax import checkpoint, data
+from mnv2_jax import checkpoint, data, models, pretrained
 from mnv2_jax.train import state as state_lib
 
 # A few hundred images are enough for the loop; rendering them takes a second.
@@ -89,3 +89,16 @@ def mock_tfds(monkeypatch, **mock_kwargs) -> None:
     monkeypatch.setattr(data, name, _mocked(getattr(data, name), **mock_kwargs))
   monkeypatch.setattr(checkpoint, 'Checkpointer',
                       functools.partial(checkpoint.Checkpointer, async_save=False))
+
+
+def save_random_classifier(directory, name='mobilenet_v2', width=0.35, num_classes=10, seed=1):
+  """A classifier's pretrained directory with seeded random weights; returns its flat params."""
+  from flax import traverse_util
+  module = (models.MobileNetV2 if name == 'mobilenet_v2' else models.MobileNetV1)(
+      num_classes=num_classes, width_multiplier=width)
+  variables = jax.device_get(dict(jax.jit(
+      lambda key: module.init(key, jnp.zeros((1, 32, 32, 3))))(jax.random.key(seed))))
+  pretrained.save_pretrained(directory, variables, dict(
+      name=name, width_multiplier=width, expansion_ratio=6,  # recorded for V1 too
+      num_classes=num_classes, resolution=224, source='tests'))
+  return traverse_util.flatten_dict(variables['params'])

@@ -7,7 +7,7 @@ existed); `base.py` describes the interface.
 
 import ml_collections
 
-from mnv2_jax.tasks.base import Task
+from mnv2_jax.tasks.base import InitFromTarget, Task
 from mnv2_jax.tasks.classification import Classification
 from mnv2_jax.tasks.detection import Detection
 from mnv2_jax.tasks.segmentation import Segmentation

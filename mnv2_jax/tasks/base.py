@@ -10,6 +10,8 @@ refusal of bad input) and differ only in what a `Task` answers:
   create_model(num_classes, batch_norm_axis_name)
                                  the Flax module (images -> outputs)
   counts(num_classes)            exact params and MAdds for run_info.json
+  init_from_target()             which classifier config.init_from must hold
+                                 and where its weights go (None: refused)
   train_example / eval_example / padding_example
                                  one TFDS example -> the arrays of a batch (tf)
   loss(outputs, batch)           (scalar loss, scalar metrics) on one device
@@ -26,7 +28,8 @@ summary and curves.png), the first one being the run's 'best'.
 """
 
 import abc
-from typing import Any, Mapping
+import dataclasses
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -37,6 +40,23 @@ import tensorflow_datasets as tfds
 
 Batch = Mapping[str, jax.Array]
 TfExample = Mapping[str, tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class InitFromTarget:
+  """The classifier a pretrained directory must hold to start a task, and where it goes.
+
+  `scope` is the path of the task model's subtree that takes the classifier's
+  weights: () for a classifier (all of it; a new classifier layer when the class
+  count differs), ('backbone',) for a detector or segmenter, whose backbone takes
+  the pretrained layers it has (the classifier's head and, for DeepLab, its last
+  1x1 conv are left out) while its own heads start fresh. `expansion_ratio` None:
+  the backbone has none (MobileNetV1).
+  """
+  name: str
+  width_multiplier: float
+  expansion_ratio: Optional[float]
+  scope: tuple[str, ...] = ()
 
 
 class Task(abc.ABC):
@@ -74,9 +94,9 @@ class Task(abc.ABC):
     """At least 'params' and 'madds' (exact integers); the rest goes into run_info.json."""
     ...
 
-  def supports_init_from(self) -> bool:
-    """Whether config.init_from (a classifier's pretrained directory) can start this task."""
-    return False
+  def init_from_target(self) -> Optional[InitFromTarget]:
+    """What config.init_from (a classifier's pretrained directory) starts; None: refused."""
+    return None
 
   # --- examples (tf.data, on the host) ---------------------------------------
 

@@ -118,8 +118,11 @@ class Classification(base.Task):
             'expansion_ratio': counts['expansion_ratio'], 'params': counts['params'],
             'params_no_bn': counts['params_no_bn'], 'madds': counts['madds']}
 
-  def supports_init_from(self) -> bool:
-    return True
+  def init_from_target(self) -> base.InitFromTarget:
+    model = self.config.model
+    return base.InitFromTarget(
+        model.name, model.width_multiplier,
+        model.expansion_ratio if model.name == 'mobilenet_v2' else None)
 
   # --- examples ---------------------------------------------------------------
 

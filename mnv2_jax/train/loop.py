@@ -125,21 +125,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   init_from = config.get('init_from')
   _check(init_from is None or (isinstance(init_from, str) and init_from), 'init_from',
          'None or a directory written by mnv2_jax.pretrained.save_pretrained', init_from)
-  _check(init_from is None or task.supports_init_from(), 'init_from',
-         f'None for config.task={task.name!r} (pretrained directories start classifiers only)',
+  _check(init_from is None or task.init_from_target() is not None, 'init_from',
+         f'None for config.task={task.name!r} (it cannot start from a pretrained classifier)',
          init_from)
 
 
-def _check_init_from(config: ml_collections.ConfigDict, num_classes: int) -> Optional[dict]:
+def _check_init_from(config: ml_collections.ConfigDict,
+                     target: Optional[tasks.InitFromTarget], num_classes: int) -> Optional[dict]:
   """Reads and checks the description of config.init_from (no weights loaded yet)."""
   if not config.init_from:
     return None
   model_config = pretrained.load_model_config(config.init_from)
+  whole_model = not target.scope
   pretrained.check_model_matches(
-      model_config, name=config.model.name, width_multiplier=config.model.width_multiplier,
-      expansion_ratio=(config.model.expansion_ratio if config.model.name == 'mobilenet_v2'
+      model_config, name=target.name, width_multiplier=target.width_multiplier,
+      expansion_ratio=(target.expansion_ratio if target.expansion_ratio is not None
                        else model_config['expansion_ratio']),
-      num_classes=num_classes if config.eval_only else None)
+      num_classes=num_classes if config.eval_only and whole_model else None)
   return model_config
 
 
@@ -148,34 +150,42 @@ def _check_init_from(config: ml_collections.ConfigDict, num_classes: int) -> Opt
 
 
 def _load_pretrained(directory: str, abstract_state: state_lib.TrainState,
-                     num_classes: int) -> tuple[dict, dict]:
+                     num_classes: int, target: tasks.InitFromTarget) -> tuple[dict, dict]:
   """The weights of a pretrained directory as flat host dicts, checked against the model.
 
-  Returns ({'params': {path: array}, 'batch_stats': {...}}, model_config). A
-  checkpoint with another number of classes is fine-tuned with a new
-  classifier (`_pretrained_state`), so its classifier is not compared.
-  Raises UserError for an unreadable directory or weights of other shapes.
+  Returns ({'params': {path: array}, 'batch_stats': {...}}, model_config) with
+  paths in the model's tree: the whole classifier, or (target.scope) the layers
+  of a task's backbone. A classifier with another number of classes is
+  fine-tuned with a new classifier layer, so that layer is left out; so are the
+  pretrained layers a task's backbone does not have (the classifier head; for
+  DeepLab, also the last 1x1 conv). Everything left out starts fresh
+  (`_pretrained_state`). Raises UserError for an unreadable directory or weights
+  of other shapes, and when the model has a layer the checkpoint lacks.
   """
   with errors.user_input():
     variables, model_config = pretrained.load_pretrained(directory)
-  loaded = {'params': traverse_util.flatten_dict(variables['params']),
-            'batch_stats': traverse_util.flatten_dict(variables['batch_stats'])}
-  new_classifier = model_config['num_classes'] != num_classes
+  scope = tuple(target.scope)
+  new_classifier = not scope and model_config['num_classes'] != num_classes
+  loaded = {}
   for name in ('params', 'batch_stats'):
-    wanted = traverse_util.flatten_dict(getattr(abstract_state, name))
-    new = loaded[name]
+    wanted = {path[len(scope):]: value
+              for path, value in traverse_util.flatten_dict(getattr(abstract_state, name)).items()
+              if path[:len(scope)] == scope}
+    new = traverse_util.flatten_dict(variables[name])
     if new_classifier:
       wanted, new = ({path: value for path, value in tree.items() if path[0] != 'classifier'}
                      for tree in (wanted, new))
-    if set(wanted) != set(new):
-      differing = sorted(set(wanted) ^ set(new))[0]
+    unmatched = set(wanted) - set(new) if scope else set(wanted) ^ set(new)
+    if unmatched:
+      where = '/'.join(scope + sorted(unmatched)[0])
       raise errors.UserError(f'init_from {directory} does not match the model: {name} entry '
-                             f'{"/".join(differing)} is in only one of them.')
+                             f'{where} is in only one of them.')
     for path, value in wanted.items():
       if tuple(value.shape) != np.shape(new[path]):
         raise errors.UserError(f'init_from {directory} does not match the model: {name}/'
-                               f'{"/".join(path)} has shape {np.shape(new[path])}, the model '
-                               f'{tuple(value.shape)}.')
+                               f'{"/".join(scope + path)} has shape {np.shape(new[path])}, '
+                               f'the model {tuple(value.shape)}.')
+    loaded[name] = {scope + path: new[path] for path in wanted}
   return loaded, model_config
 
 
@@ -184,24 +194,31 @@ def _pretrained_state(directory: str, loaded: dict, model_config: dict,
                       num_classes: int) -> state_lib.TrainState:
   """A step-0 state holding the weights `_load_pretrained` returned (on the host).
 
-  A checkpoint with a different number of classes gets a freshly initialised
-  classifier (fine-tuning on a new label set); only then is the network
-  initialised. The EMA starts equal to the loaded weights and the optimizer
-  state starts afresh.
+  The layers the checkpoint does not provide (a new classifier layer for
+  another class count; a detector's or segmenter's heads) take the fresh
+  initialisation; only then is the network initialised. The EMA starts equal to
+  the resulting weights and the optimizer state starts afresh.
   """
-  loaded = dict(loaded)
-  if model_config['num_classes'] != num_classes:
-    logging.warning('init_from %s has %d classes, the dataset %d: re-initialising the '
-                    'classifier for fine-tuning.', directory, model_config['num_classes'],
-                    num_classes)
-    fresh = traverse_util.flatten_dict(jax.device_get(fresh_state_fn().params))
-    loaded['params'] = {path: (fresh[path] if path[0] == 'classifier' else value)
-                        for path, value in loaded['params'].items()}
+  wanted = {name: traverse_util.flatten_dict(getattr(abstract_state, name))
+            for name in ('params', 'batch_stats')}
+  fresh_paths = {name: sorted(set(wanted[name]) - set(loaded[name])) for name in wanted}
+  trees = {name: dict(loaded[name]) for name in wanted}
+  if any(fresh_paths.values()):
+    if 'classifier' in {path[0] for path in fresh_paths['params']}:
+      logging.warning('init_from %s has %d classes, the dataset %d: re-initialising the '
+                      'classifier for fine-tuning.', directory, model_config['num_classes'],
+                      num_classes)
+    fresh_state = jax.device_get(fresh_state_fn())
+    for name, paths in fresh_paths.items():
+      fresh = traverse_util.flatten_dict(getattr(fresh_state, name))
+      trees[name].update({path: fresh[path] for path in paths})
   params, batch_stats = (
       jax.tree.map(lambda x, like: np.asarray(x, like.dtype),
-                   traverse_util.unflatten_dict(loaded[name]), getattr(abstract_state, name))
+                   traverse_util.unflatten_dict(trees[name]), getattr(abstract_state, name))
       for name in ('params', 'batch_stats'))
-  logging.info('Initialised weights from %s (%s).', directory, model_config.get('source'))
+  started_fresh = sorted({path[0] for paths in fresh_paths.values() for path in paths})
+  logging.info('Initialised weights from %s (%s)%s.', directory, model_config.get('source'),
+               f'; fresh: {", ".join(started_fresh)}' if started_fresh else '')
   return abstract_state.replace(
       step=np.zeros([], np.int32), params=params, batch_stats=batch_stats,
       opt_state=jax.device_get(jax.jit(abstract_state.tx.init)(params)),
@@ -418,7 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
           show_held_logs()  # preparing takes a while: its log lines show as it goes
         dataset_info = data.get_dataset_info(config.data, task.num_classes)
         num_classes = dataset_info.num_classes
-        _check_init_from(config, num_classes)
+        _check_init_from(config, task.init_from_target(), num_classes)
         if config.eval_only and not (config.init_from or _checkpoint_steps(workdir)):
           raise ValueError(f'config.eval_only needs weights: set config.init_from to a '
                            f'pretrained directory or use a workdir with checkpoints '
@@ -446,7 +463,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       abstract_state = jax.eval_shape(fresh_state_fn)
       checkpoint_lib.check_fits(workdir, dp.replicated_shapes(abstract_state))
       load_pretrained = functools.partial(_load_pretrained, config.init_from, abstract_state,
-                                          num_classes)
+                                          num_classes, task.init_from_target())
       # Read and checked before the workdir is touched, unless a checkpoint replaces them.
       pretrained_weights = (load_pretrained() if config.init_from and
                             not _checkpoint_steps(workdir) else None)
