@@ -53,8 +53,21 @@ BOX_A, BOX_B = (0.1, 0.1, 0.5, 0.6), (0.4, 0.3, 0.9, 0.8)
 def test_coco_map_is_1_for_exact_detections_and_0_without_any():
   gt = [[(BOX_A, 3)], [(BOX_B, 5), (BOX_A, 3)]]
   exact = [[(BOX_A, 3, 0.9)], [(BOX_B, 5, 0.8), (BOX_A, 3, 0.7)]]
-  assert detection.coco_metrics(_examples(gt, exact), 96) == {'map': 1.0, 'map50': 1.0}
-  assert detection.coco_metrics(_examples(gt, [[], []]), 96) == {'map': 0.0, 'map50': 0.0}
+  names = [f'shape {i}' for i in range(6)]
+  assert detection.coco_metrics(_examples(gt, exact), 96, names) == pytest.approx({
+      'map': 1.0, 'map50': 1.0, 'map75': 1.0, 'ap_shape_3': 1.0, 'ap_shape_5': 1.0})
+  assert detection.coco_metrics(_examples(gt, [[], []]), 96, names) == {
+      'map': 0.0, 'map50': 0.0, 'map75': 0.0, 'ap_shape_3': 0.0, 'ap_shape_5': 0.0}
+
+
+def test_per_class_ap_averages_to_the_map_and_map75_needs_the_tighter_overlap():
+  gt = [[(BOX_A, 3)], [(BOX_B, 5)]]
+  result = detection.coco_metrics(_examples(gt, [[(BOX_A, 3, 0.9)], []]), 96)
+  assert (result['ap_3'], result['ap_5'], result['map']) == pytest.approx((1.0, 0.0, 0.5))
+  loose = (0.0, 0.0, 0.5, 0.8)  # IoU 0.625 with (0, 0, 0.5, 0.5): a hit at 0.5, not at 0.75
+  result = detection.coco_metrics(_examples([[((0.0, 0.0, 0.5, 0.5), 1)]],
+                                            [[(loose, 1, 0.9)]]), 96)
+  assert (result['map50'], result['map75']) == pytest.approx((1.0, 0.0))
 
 
 def test_coco_map_of_finding_one_of_two_objects_is_coco_101_point_average_precision():

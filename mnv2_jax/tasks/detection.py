@@ -19,7 +19,8 @@ position, and COCO training would want it (written down in docs/detection.md).
 
 import contextlib
 import io
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -83,8 +84,13 @@ def _flip_boxes_left_right(boxes: tf.Tensor) -> tf.Tensor:
   return tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
 
 
-def coco_metrics(examples: Mapping[str, np.ndarray], resolution: int) -> dict[str, float]:
-  """COCO box mAP@[.5:.95] and mAP@.5 of the gathered detections (pycocotools).
+def coco_metrics(examples: Mapping[str, np.ndarray], resolution: int,
+                 class_names: Sequence[str] = ()) -> dict[str, float]:
+  """COCO box mAP@[.5:.95], mAP@.5, mAP@.75 and per-class AP of the detections (pycocotools).
+
+  'map', 'map50', 'map75', and 'ap_<class>' (AP@[.5:.95] of each class that has
+  ground truth in the split; <class> is its name from `class_names`, else its
+  label) - the numbers of COCOeval's summary and of its precision array.
 
   `examples` holds, per image, 'boxes' [K, 4] / 'scores' [K] / 'classes' [K] /
   'valid' [K] (detections, normalised corners) and 'gt_boxes' [G, 4] /
@@ -118,8 +124,11 @@ def coco_metrics(examples: Mapping[str, np.ndarray], resolution: int) -> dict[st
                            'score': float(score)})
   if not annotations:
     raise ValueError('The eval split has no ground-truth boxes: COCO mAP is undefined.')
+  present = sorted({a['category_id'] for a in annotations if not a['iscrowd']})
+  class_key = lambda label: 'ap_' + _metric_name(
+      class_names[label] if label < len(class_names) else str(label))
   if not detections:
-    return {'map': 0.0, 'map50': 0.0}
+    return {'map': 0.0, 'map50': 0.0, 'map75': 0.0, **{class_key(c): 0.0 for c in present}}
   categories = sorted({a['category_id'] for a in annotations} |
                       {d['category_id'] for d in detections})
   quiet = contextlib.redirect_stdout(io.StringIO())  # pycocotools prints its progress
@@ -132,8 +141,23 @@ def coco_metrics(examples: Mapping[str, np.ndarray], resolution: int) -> dict[st
     evaluation.evaluate()
     evaluation.accumulate()
     evaluation.summarize()
+  # precision[iou threshold, recall, category, area range, max detections]; -1 where
+  # undefined. Area 'all' and 100 detections are the summary's mAP.
+  precision = evaluation.eval['precision'][:, :, :, 0, -1]
+  per_class = {}
+  for index, category in enumerate(evaluation.params.catIds):
+    values = precision[:, :, index]
+    if category in present:
+      per_class[class_key(category)] = float(np.mean(values[values > -1])) if (
+          values > -1).any() else 0.0
   return {'map': float(max(evaluation.stats[0], 0.0)),
-          'map50': float(max(evaluation.stats[1], 0.0))}
+          'map50': float(max(evaluation.stats[1], 0.0)),
+          'map75': float(max(evaluation.stats[2], 0.0)), **per_class}
+
+
+def _metric_name(name: str) -> str:
+  """A class name as part of a metric key: lower case, runs of other characters as '_'."""
+  return re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_') or 'class'
 
 
 class Detection(base.Task):
@@ -181,7 +205,9 @@ class Detection(base.Task):
       raise ValueError(f'Dataset {dataset!r}: objects/label is not a ClassLabel feature.')
 
   def num_classes(self, builder: tfds.core.DatasetBuilder) -> int:
-    return builder.info.features['objects']['label'].num_classes
+    labels = builder.info.features['objects']['label']
+    self.class_names = tuple(labels.names)  # for the per-class AP keys
+    return labels.num_classes
 
   def _module(self, num_classes: int, batch_norm_axis_name=None) -> SSDLite:
     model = self.config.model
@@ -288,4 +314,4 @@ class Detection(base.Task):
   # --- on the host --------------------------------------------------------------
 
   def eval_metrics(self, sums, examples):
-    return coco_metrics(examples, self.config.data.resolution)
+    return coco_metrics(examples, self.config.data.resolution, getattr(self, 'class_names', ()))
