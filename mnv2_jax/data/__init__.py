@@ -10,7 +10,8 @@
 
 Importing this package registers the built-in TFDS builders
 ('procedural_shapes', 'procedural_shapes_detection' and
-'procedural_shapes_segmentation'; see procedural_shapes.py) and hides
+'procedural_shapes_segmentation'; see procedural_shapes.py), the PASCAL VOC
+2012 (+ SBD) reader 'voc_segmentation' (voc_segmentation.py) and hides
 GPUs/TPUs from TensorFlow, which only runs the input pipeline on the CPU, so it
 never claims accelerator memory from JAX.
 """
@@ -27,6 +28,7 @@ for _device_type in ('GPU', 'TPU'):
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnv2_jax.data import procedural_shapes  # registers the built-in builders
+from mnv2_jax.data import voc_segmentation  # registers 'voc_segmentation' (manual download)
 from mnv2_jax.data.config import get_data_config
 from mnv2_jax.data.datasets import DatasetInfo
 from mnv2_jax.data.datasets import get_dataset_info

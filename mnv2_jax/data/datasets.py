@@ -254,9 +254,11 @@ def _check_manual_download(data_config, builder) -> None:
           f'{" and ".join(IMAGENET_MANUAL_FILES)} into {manual_dir}/ (or set '
           f'data.data_dir to a directory with a prepared imagenet2012).')
   elif not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+    # A builder of this package names its files itself (it has no TFDS page).
+    files = getattr(builder, 'MANUAL_DIR_CONTENTS', 'the files its TFDS page lists')
     raise ValueError(
         f'{data_config.dataset} needs a manual download that is not in '
-        f'{manual_dir}/: put the files its TFDS page lists there (or set '
+        f'{manual_dir}/: put {files} there (or set '
         f'data.data_dir to a directory where it is prepared).')
 
 
