@@ -29,22 +29,12 @@ flags) and what this repository's optimiser makes of it:
   - batch 16 for 30,000 iterations: as DeepLab (about 45 epochs of
     train_aug); BN trained with the statistics of the whole batch of 16
     (train.sync_batch_norm), as DeepLab fine-tunes BN at that batch;
-  - momentum SGD, momentum 0.9, learning rate 0.007: expressed through the
-    optimiser's RMSProp chain with rmsprop_decay 0, initial_scale 0 and
-    epsilon 1e10 inside the root, which makes the RMS normaliser the constant
-    1 / sqrt(epsilon) (a squared gradient below 512 vanishes in float32 next
-    to 1e10), so the update is momentum SGD at base_learning_rate /
-    sqrt(epsilon) = 0.007 per 16 images (tests/test_voc_segmentation.py
-    checks the updates; the logged learning_rate is the chain's, 1e5 times
-    the SGD rate: 700 at the start). The rate is applied before the momentum
-    accumulation (TF1 RMSProp's order), where TF's MomentumOptimizer scales
-    the accumulated gradients by the current rate: with a decaying rate the
-    velocity here carries slightly larger past rates;
+  - momentum SGD, momentum 0.9, learning rate 0.007 per 16 images, as TF's
+    MomentumOptimizer (optimizer.name 'momentum');
   - L2 weight decay 4e-5 on the convolution kernels, not on depthwise
     kernels, BN parameters or biases: as DeepLab's MobileNetV2 scope;
-  - poly decay with power 0.9 is NOT available (schedules: exponential or
-    cosine): a cosine decay to 0 over the same 30,000 steps, no warm-up
-    (both end at 0; at mid-run poly is at 0.54 of the peak, cosine at 0.5);
+  - poly decay with power 0.9 to 0 over the 30,000 steps, no warm-up
+    (optimizer.schedule 'poly');
   - no label smoothing (DeepLab has none). The optimiser also keeps an EMA of
     the weights (0.9999), which DeepLab does not: `eval_miou` (the raw
     weights) is DeepLab's measurement, `eval_ema_miou` an extra one;
@@ -59,8 +49,6 @@ multiplier), res (crop size; DeepLab's sides are k x 16 + 1), batch (global
 batch; the rate scales with it), steps (training steps), sbd (false: VOC's
 1,464 training images only, `voc_segmentation/2012`).
 """
-import math
-
 import configs
 from configs import recipe
 from mnv2_jax import data
@@ -68,8 +56,6 @@ from mnv2_jax.data import voc_segmentation
 from mnv2_jax.tasks import segmentation
 
 DEEPLAB_LEARNING_RATE, DEEPLAB_BATCH = 0.007, 16
-# RMSProp's epsilon (inside the root) that turns its normaliser into a constant.
-SGD_EPSILON = 1e10
 
 
 def get_config(arg=None):
@@ -86,11 +72,9 @@ def get_config(arg=None):
           resolution=arg.res, batch_size=arg.batch, eval_batch_size=arg.batch,
           shuffle_buffer_size=2_048),
       optimizer_section=recipe.optimizer(
-          # Momentum SGD through the RMSProp chain (docstring).
-          base_learning_rate=DEEPLAB_LEARNING_RATE * math.sqrt(SGD_EPSILON),
-          base_batch_size=DEEPLAB_BATCH, rmsprop_decay=0.0, initial_scale=0.0,
-          epsilon=SGD_EPSILON, momentum=0.9, schedule='cosine', warmup_epochs=0.0,
-          weight_decay=4e-5, label_smoothing=0.0, ema_decay=0.9999),
+          name='momentum', base_learning_rate=DEEPLAB_LEARNING_RATE,
+          base_batch_size=DEEPLAB_BATCH, momentum=0.9, schedule='poly', poly_power=0.9,
+          warmup_epochs=0.0, weight_decay=4e-5, label_smoothing=0.0, ema_decay=0.9999),
       train_section=recipe.train(
           num_epochs=1, num_steps=arg.steps,  # num_steps overrides num_epochs
           eval_every_steps=2_000, checkpoint_every_steps=2_000, log_every_steps=100,

@@ -56,13 +56,15 @@ def optimizer(**changes: Any) -> ml_collections.ConfigDict:
   accumulator at 1.0.
   """
   section = ml_collections.ConfigDict()
+  section.name = 'rmsprop'  # or 'momentum' (SGD with momentum; DeepLab's)
   section.base_learning_rate = 0.045  # per base_batch_size images, scaled with the global batch
   section.base_batch_size = 96
   section.rmsprop_decay = 0.9
   section.momentum = 0.9
   section.epsilon = 1.0
   section.initial_scale = 1.0
-  section.schedule = 'exponential'  # or 'cosine'
+  section.schedule = 'exponential'  # or 'cosine', or 'poly' (DeepLab's)
+  section.poly_power = 0.9  # schedule 'poly' only: lr * (1 - step / total) ** power
   section.decay_rate = 0.98
   section.decay_epochs = 2.5
   section.staircase = True

@@ -1,5 +1,7 @@
 """The paper's optimiser recipe: TF1 RMSProp, masked L2, learning rates, EMA warm-up."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import optax
 import pytest
 from flax import traverse_util
 
+from configs import default
 from mnv2_jax import models
 from mnv2_jax.models.architecture import mobilenet_v2_spec
 from mnv2_jax.train import optimizer
@@ -164,3 +167,44 @@ def test_bad_optimizer_config_fails_with_the_field_name(field, value):
   config = tiny_config(**{field: value})
   with pytest.raises(ValueError, match=f'config.optimizer.{field}'):
     optimizer.create_optimizer(config, steps_per_epoch=10)
+
+
+def test_momentum_is_tf_momentum_sgd_and_poly_is_deeplabs_decay():
+  config = _momentum_poly_config()
+  schedule = optimizer.create_learning_rate_schedule(config, steps_per_epoch=10)
+  # 2 warm-up steps to the peak 0.01 * 32 / 16, then (1 - k / 8) ** 0.9 over the other 8.
+  assert [float(schedule(step)) for step in (0, 1, 2)] == pytest.approx([0.0, 0.01, 0.02])
+  assert float(schedule(6)) == pytest.approx(0.02 * (1 - 4 / 8) ** 0.9)
+  assert float(schedule(10)) == pytest.approx(0.0)
+  tx = optimizer.create_optimizer(config, steps_per_epoch=10)
+  params = {'kernel': jnp.ones((2, 2))}
+  state = tx.init(params)
+  velocity, weights = jnp.zeros((2, 2)), params['kernel']
+  for step in range(5):
+    grads = {'kernel': jnp.full((2, 2), 0.5 + step)}
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    velocity = 0.9 * velocity + grads['kernel']  # no weight decay in this config
+    weights = weights - schedule(step) * velocity
+    np.testing.assert_allclose(params['kernel'], weights, rtol=1e-6)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('name', 'adam', "config.optimizer.name must be one of ('rmsprop', 'momentum')"),
+    ('schedule', 'step', 'config.optimizer.schedule must be one of'),
+    ('poly_power', 0.0, 'config.optimizer.poly_power must be > 0'),
+])
+def test_a_bad_optimizer_name_schedule_or_power_is_one_line(field, value, message):
+  config = _momentum_poly_config()
+  config.optimizer[field] = value
+  with pytest.raises(ValueError, match=re.escape(message)):
+    optimizer.validate_optimizer_config(config.optimizer)
+
+
+def _momentum_poly_config():
+  config = default.get_config('batch=32,steps=10')
+  config.optimizer.update(name='momentum', schedule='poly', poly_power=0.9,
+                          base_learning_rate=0.01, base_batch_size=16, momentum=0.9,
+                          weight_decay=0.0)
+  config.optimizer.warmup_epochs = 0.2  # 2 steps of 10
+  return config

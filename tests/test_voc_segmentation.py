@@ -280,14 +280,15 @@ def test_the_voc_config_is_the_papers_setting_and_validates():
   assert '--config.init_from=' in source
 
 
-def test_the_voc_configs_optimizer_is_momentum_sgd_at_deeplabs_rate():
+def test_the_voc_configs_optimizer_is_deeplabs_momentum_sgd_with_poly_decay():
   config = _load_config('configs/deeplab_voc.py')
   steps_per_epoch = 100
   schedule = optimizer_lib.create_learning_rate_schedule(config, steps_per_epoch)
   optimizer = optimizer_lib.create_optimizer(config, steps_per_epoch)
-  # The chain divides the scheduled rate by sqrt(epsilon): 0.007 at batch 16.
-  sgd_rate = lambda step: schedule(step) / np.sqrt(config.optimizer.epsilon)
-  assert float(sgd_rate(0)) == pytest.approx(0.007)
+  total = config.train.num_steps
+  # DeepLab's poly: 0.007 * (1 - step / total) ** 0.9 at batch 16.
+  for step in (0, total // 2, total - 1, total):
+    assert float(schedule(step)) == pytest.approx(0.007 * (1 - step / total) ** 0.9, abs=1e-9)
   rng = np.random.default_rng(0)
   params = {'conv': {'kernel': jnp.asarray(rng.normal(size=(3, 3, 4, 8)), jnp.float32)},
             'depthwise_conv': {'kernel': jnp.ones((3, 3, 1, 8), jnp.float32)},
@@ -298,15 +299,14 @@ def test_the_voc_configs_optimizer_is_momentum_sgd_at_deeplabs_rate():
   velocity = jax.tree.map(jnp.zeros_like, params)
   expected = params
   for step in range(4):
-    # Gradients of a few units (sd 3), larger than a network's usually are.
     grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 3, jnp.float32),
                          params)
     updates, state = optimizer.update(grads, state, params)
     params = jax.tree.map(lambda p, u: p + u, params, updates)
-    # Momentum SGD with coupled L2: v <- 0.9 v + lr_t (g + 4e-5 w); w <- w - v.
+    # TF's MomentumOptimizer with coupled L2: v <- 0.9 v + (g + 4e-5 w); w <- w - lr_t v.
     velocity = jax.tree.map(
-        lambda v, g, w, decay: 0.9 * v + sgd_rate(step) * (g + (4e-5 * w if decay else 0.0)),
+        lambda v, g, w, decay: 0.9 * v + (g + (4e-5 * w if decay else 0.0)),
         velocity, grads, expected, decayed)
-    expected = jax.tree.map(lambda w, v: w - v, expected, velocity)
+    expected = jax.tree.map(lambda w, v: w - schedule(step) * v, expected, velocity)
   for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

@@ -34,6 +34,14 @@ paper: 1 epoch, official release: 2.5), with an optional linear warm-up; or a
 cosine decay to zero after the warm-up. Durations are given in epochs and turned
 into steps here, from `steps_per_epoch`, at run time.
 
+Other tasks' recipes: `optimizer.name = 'momentum'` is SGD with momentum as
+TF's MomentumOptimizer (DeepLab's): `mom <- m * mom + g; w <- w - lr_t * mom`,
+`optax.sgd(lr, momentum)` (trace, then the rate: here the rate scales the whole
+velocity); `schedule = 'poly'` is DeepLab's polynomial decay
+`lr * (1 - step / total) ** poly_power` after the warm-up
+(`optax.polynomial_schedule`). RMSProp's fields (rmsprop_decay, epsilon,
+initial_scale) do not apply to 'momentum'.
+
 The exponential moving average (EMA) of weights and BN statistics follows TF's
 `ExponentialMovingAverage(decay, num_updates=step)`, whose decay is
 `min(decay, (1 + step) / (10 + step))`. `optax.ema` has no such warm-up (its
@@ -49,12 +57,18 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-SCHEDULES = ('exponential', 'cosine')
+SCHEDULES = ('exponential', 'cosine', 'poly')
+OPTIMIZERS = ('rmsprop', 'momentum')
 
 
 def validate_optimizer_config(optimizer_config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first bad `config.optimizer` field."""
   c = optimizer_config
+  name = c.get('name', 'rmsprop')
+  if name not in OPTIMIZERS:
+    raise ValueError(f'config.optimizer.name must be one of {OPTIMIZERS}, got {name!r}.')
+  if c.get('poly_power', 1.0) is None or not c.get('poly_power', 1.0) > 0:
+    raise ValueError(f'config.optimizer.poly_power must be > 0, got {c.get("poly_power")!r}.')
   if c.schedule not in SCHEDULES:
     raise ValueError(f'config.optimizer.schedule must be one of {SCHEDULES}, got {c.schedule!r}.')
   positive = ('base_learning_rate', 'base_batch_size', 'epsilon', 'decay_epochs')
@@ -113,6 +127,15 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak, warmup_steps=warmup_steps,
         decay_steps=max(total_steps, warmup_steps + 1), end_value=0.0)
+  if c.schedule == 'poly':
+    total_steps = total_train_steps(config, steps_per_epoch)
+    decay = optax.polynomial_schedule(
+        init_value=peak, end_value=0.0, power=c.poly_power,
+        transition_steps=max(1, total_steps - warmup_steps))
+    if warmup_steps == 0:
+      return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), decay],
+                                boundaries=[warmup_steps])
   # TF: decay_steps = int(examples_per_epoch * num_epochs_per_decay / batch_size).
   decay_steps = max(1, int(steps_per_epoch * c.decay_epochs))
   decay = optax.exponential_decay(init_value=peak, transition_steps=decay_steps,
@@ -147,7 +170,7 @@ def l2_loss(params: Any) -> jax.Array:
 def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                      learning_rate: Optional[optax.Schedule] = None
                      ) -> optax.GradientTransformation:
-  """L2 decay on the masked kernels, then TF1-style RMSProp with momentum.
+  """L2 decay on the masked kernels, then TF1-style RMSProp with momentum (or momentum SGD).
 
   Args:
     config: the full config (see `create_learning_rate_schedule`).
@@ -158,12 +181,13 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   validate_optimizer_config(c)
   if learning_rate is None:
     learning_rate = create_learning_rate_schedule(config, steps_per_epoch)
-  return optax.chain(
-      optax.add_decayed_weights(c.weight_decay, mask=l2_mask),
-      optax.rmsprop(learning_rate, decay=c.rmsprop_decay, eps=c.epsilon,
-                    initial_scale=c.initial_scale, eps_in_sqrt=True,
-                    momentum=c.momentum),
-  )
+  if c.get('name', 'rmsprop') == 'momentum':
+    update = optax.sgd(learning_rate, momentum=c.momentum)
+  else:
+    update = optax.rmsprop(learning_rate, decay=c.rmsprop_decay, eps=c.epsilon,
+                           initial_scale=c.initial_scale, eps_in_sqrt=True,
+                           momentum=c.momentum)
+  return optax.chain(optax.add_decayed_weights(c.weight_decay, mask=l2_mask), update)
 
 
 def ema_decay_at(step: jax.Array, max_decay: Optional[float]) -> jax.Array:
