@@ -22,7 +22,8 @@ import numpy as np
 from mnv2_jax import errors
 from mnv2_jax.detection import postprocess as postprocess_lib
 from mnv2_jax.tasks import detection as detection_task
-from mnv2_jax.trained import Source, load_workdir
+from mnv2_jax.trained import (Source, drawing_paths, load_workdir, read_image, require_files,
+                              require_images)
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 
@@ -36,17 +37,6 @@ def class_names(source: Source) -> Optional[list[str]]:
     return list(builder.info.features['objects']['label'].names)
   except Exception:  # pylint: disable=broad-except  # names are a nicety, ids still print
     return None
-
-
-def read_image(path: str) -> np.ndarray:
-  """uint8 [H, W, 3] of an image file (any format TensorFlow decodes); UserError otherwise."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    encoded = tf.io.read_file(path)
-    return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
-  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-    raise errors.UserError(f'{path} cannot be read as an image ({type(e).__name__}); pass '
-                           f'JPEG, PNG, GIF or BMP files.') from None
 
 
 class Detector:
@@ -115,15 +105,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   with errors.logs_held_back():
     if not 0 <= args.score_threshold <= 1:
       raise errors.UserError(f'--score-threshold must be in [0, 1], got {args.score_threshold}.')
-    missing = [path for path in args.images if not os.path.isfile(path)]
-    if missing:
-      raise errors.UserError(f'{missing[0]} is not a file; pass image files.')
+    drawn = drawing_paths(args.images, args.draw) if args.draw else [None] * len(args.images)
+    require_files(args.images)
     detector = Detector(load_workdir(args.workdir, raw=args.raw, task='detection',
                                      reader='mnv2_jax.detect'))
+    require_images(args.images)  # nothing printed or drawn if one cannot be read
   names = class_names(detector.source)
   if args.draw:
     os.makedirs(args.draw, exist_ok=True)
-  for path in args.images:
+  for path, drawing in zip(args.images, drawn):
     image = read_image(path)
     found = detector(image)
     keep = found['scores'] >= args.score_threshold
@@ -141,9 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'{path}\t{label}\t{score:.3f}\t' + ' '.join(f'{v:.1f}' for v in box))
       if not len(labels):
         print(f'{path}\t(no detection scores {args.score_threshold} or more)')
-    if args.draw:
-      draw(image, found, names, os.path.join(
-          args.draw, os.path.splitext(os.path.basename(path))[0] + '.png'))
+    if drawing:
+      draw(image, found, names, drawing)
   return 0
 
 

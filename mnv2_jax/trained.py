@@ -4,14 +4,16 @@
 (through the run's task, so classifiers and detectors alike) and reads the
 newest readable checkpoint's EMA (or raw) weights; `load_pretrained_directory`
 does the same for a `pretrained.save_pretrained` directory. Both only read:
-`mnv2_jax.export` and `mnv2_jax.detect` use them.
+`mnv2_jax.export`, `mnv2_jax.detect` and `mnv2_jax.segment` use them. The last
+section holds what the two commands that run a network on image files share:
+reading the images and naming the pictures they draw.
 """
 
 import dataclasses
 import json
 import logging as std_logging
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from absl import logging
 import flax.linen as nn
@@ -173,3 +175,47 @@ def load_pretrained_directory(directory: str) -> Source:
   return Source(model, _fit_variables(variables, model, resolution,
                                       f'pretrained directory {directory}'),
                 resolution, model_config['num_classes'], f'{directory} ({model_config["source"]})')
+
+
+# --- image files (mnv2_jax.detect, mnv2_jax.segment) --------------------------------
+
+
+def require_files(paths: Sequence[str]) -> None:
+  """UserError naming the first of `paths` that is not a file."""
+  for path in paths:
+    if not os.path.isfile(path):
+      raise errors.UserError(f'{path} is not a file; pass image files.')
+
+
+def read_image(path: str) -> np.ndarray:
+  """uint8 [H, W, 3] of an image file (any format TensorFlow decodes); UserError otherwise."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    encoded = tf.io.read_file(path)
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+    raise errors.UserError(f'{path} cannot be read as an image ({type(e).__name__}); pass '
+                           f'JPEG, PNG, GIF or BMP files.') from None
+
+
+def require_images(paths: Sequence[str]) -> None:
+  """Decodes every one of `paths` once, so that a command refuses an unreadable image
+  before it prints or writes anything (it reads each again when it gets to it)."""
+  for path in paths:
+    read_image(path)
+
+
+def drawing_paths(images: Sequence[str], directory: str) -> list[str]:
+  """DIR/<image name without extension>.png for each image; UserError where `directory` is
+  a file or two images would be drawn to one file (a/x.jpg and b/x.png)."""
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise errors.UserError(f'--draw {directory} is a file; give a directory (made if needed).')
+  paths, seen = [], {}
+  for image in images:
+    path = os.path.join(directory, os.path.splitext(os.path.basename(image))[0] + '.png')
+    if path in seen and seen[path] != image:
+      raise errors.UserError(f'--draw: {seen[path]} and {image} would both be drawn to {path}; '
+                             f'rename one or run them separately.')
+    seen[path] = image
+    paths.append(path)
+  return paths

@@ -25,6 +25,7 @@ ENTRY_POINTS = {
     'mnv2_jax.convert': ('mnv2_jax.convert', 'main'),
     'mnv2_jax.export': ('mnv2_jax.export', 'main'),
     'mnv2_jax.detect': ('mnv2_jax.detect', 'main'),
+    'mnv2_jax.segment': ('mnv2_jax.segment', 'main'),
     'launch.sweep': ('launch.sweep', 'main'),
     'experiments.collect': ('experiments.collect', 'main'),
     'experiments.figures': ('experiments.figures', 'main'),

@@ -219,6 +219,18 @@ def _cases(paths):
       ('detect with a bad score threshold', 'mnv2_jax.detect',
        ['--workdir', paths['other_model'], '--score-threshold', '2', paths['a_file']],
        ['--score-threshold']),
+      # python -m mnv2_jax.segment
+      ('segment with a classification workdir', 'mnv2_jax.segment',
+       ['--workdir', paths['other_model'], paths['a_file']],
+       [paths['other_model'], 'is a classification run', 'segmentation workdir']),
+      ('segment a workdir without a config', 'mnv2_jax.segment',
+       ['--workdir', paths['workroot'], paths['a_file']], [paths['workroot'], 'config.json']),
+      ('segment a missing image', 'mnv2_jax.segment',
+       ['--workdir', paths['other_model'], os.path.join(new, 'missing.png')],
+       [os.path.join(new, 'missing.png')]),
+      ('segment two images to one --out', 'mnv2_jax.segment',
+       ['--workdir', paths['other_model'], '--out', os.path.join(paths['root'], 'mask.png'),
+        paths['a_file'], paths['a_file']], ['--out', '2 images', '--draw']),
       # python -m launch.sweep
       ('unknown sweep', 'launch.sweep',
        ['--config', 'configs/default.py', '--sweep', 'fig55', '--workroot', new],
