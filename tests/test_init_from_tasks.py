@@ -52,12 +52,11 @@ def _started_state(config, directory):
   return state, traverse_util.flatten_dict(jax.device_get(fresh_fn().params))
 
 
-@pytest.mark.parametrize('make_config', [_detection_config, _segmentation_config],
-                         ids=['ssdlite', 'deeplabv3'])
-def test_the_backbone_takes_the_classifiers_weights_and_the_heads_start_fresh(
-    tmp_path, make_config):
+def test_the_backbone_takes_the_classifiers_weights_and_the_heads_start_fresh(tmp_path):
+  # DeepLab's backbone lacks the classifier's last conv too; a detector's backbone is
+  # checked after training in tests/test_detection_task.py (the same loading path).
   classifier = utils.save_random_classifier(tmp_path / 'pretrained')
-  state, fresh = _started_state(make_config(), tmp_path / 'pretrained')
+  state, fresh = _started_state(_segmentation_config(), tmp_path / 'pretrained')
   params = traverse_util.flatten_dict(state.params)
   backbone = {path[1:]: value for path, value in params.items() if path[0] == 'backbone'}
   assert backbone and set(backbone) < set(classifier)  # the classifier layer is left out

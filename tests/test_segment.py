@@ -1,9 +1,8 @@
 """python -m mnv2_jax.segment: a trained segmentation run's predictions on image files.
 
-One very short run of the training loop (module fixture: 2 steps at 64 px, OS 16,
-on the eight fake CPU devices of conftest.py) gives a real workdir; the command's
-correctness does not need a good model, only known weights, from which the tests
-compute the expected labels themselves (`model.apply` and argmax).
+A workdir written as the training loop writes it (module fixture: 64 px, OS 16)
+with known weights: the command's correctness does not need a good model, and the
+tests compute the expected labels themselves (`model.apply` and argmax).
 """
 
 import contextlib
@@ -23,6 +22,7 @@ from mnv2_jax import checkpoint, segment
 from mnv2_jax.data import scenes
 from mnv2_jax.tasks import segmentation
 from mnv2_jax.train import loop
+from mnv2_jax.train import state as state_lib
 
 RESOLUTION = 64
 NUM_CLASSES = 11  # configs/deeplab_default.py: background and the 10 shapes of 1.2.0
@@ -50,27 +50,30 @@ def _initialised(config, seed):
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-  """(config, workdir, {'ema': variables, 'raw': variables}) of a 2-step segmentation run.
+  """(config, workdir, {'ema': variables, 'raw': variables}) of a segmentation workdir.
 
-  Two steps leave every pixel background (the logits' bias moves first, and with the
-  residual branches starting at 0 the head's features hardly vary across pixels), which
-  would leave the overlay nothing to show. So the workdir gets a newer checkpoint,
-  step 3, saved as the loop saves: the run's final state with freshly initialised
-  network variables, seed 1 as the raw and seed 2 as the EMA ones, under which each
-  pixel's content picks its class. The command reads the newest checkpoint.
+  The workdir holds what the loop writes (config.json, run_info.json, a checkpoint
+  saved by its Checkpointer) with freshly initialised network variables, seed 1 as
+  the raw and seed 2 as the EMA ones, under which each pixel's content picks its
+  class; no training step is compiled (the command only reads; a trained run's
+  workdir is read in tests/test_segmentation_task.py). The task's residual branches
+  are live, so that the head's features vary across pixels.
   """
-  config = _config(str(tmp_path_factory.mktemp('tfds')))
-  workdir = str(tmp_path_factory.mktemp('segmentation_run'))
-  with contextlib.redirect_stdout(io.StringIO()):
-    state = jax.device_get(loop.train_and_evaluate(config, workdir))
+  config = _config(None)
+  workdir = tmp_path_factory.mktemp('segmentation_run')
+  (workdir / loop.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+  (workdir / loop.RUN_INFO_FILE).write_text(json.dumps(
+      {'task': 'segmentation', 'num_classes': NUM_CLASSES}))
   weights = {'raw': _initialised(config, 1), 'ema': _initialised(config, 2)}
-  state = state.replace(
+  state = state_lib.TrainState(
+      step=np.ones([], np.int32), apply_fn=None, tx=None, opt_state={},
       params=weights['raw']['params'], batch_stats=weights['raw']['batch_stats'],
       ema_params=weights['ema']['params'], ema_batch_stats=weights['ema']['batch_stats'])
-  checkpointer = checkpoint.Checkpointer(workdir, save_every_steps=1, keep=3, async_save=False)
-  checkpointer.save(3, state, np.zeros(2, np.uint32))
+  checkpointer = checkpoint.Checkpointer(str(workdir), save_every_steps=1, keep=3,
+                                         async_save=False)
+  checkpointer.save(1, state, np.zeros(2, np.uint32))
   checkpointer.close()
-  return config, workdir, weights
+  return config, str(workdir), weights
 
 
 def _expected_labels(config, variables, image):

@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 
 from configs import deeplab_default
-from mnv2_jax import data, tasks
+from mnv2_jax import data, segment, tasks
 from mnv2_jax.data import datasets
 from mnv2_jax.tasks import segmentation
 from mnv2_jax.train import loop
@@ -424,6 +424,21 @@ def test_a_few_hundred_steps_learn_the_scenes_far_beyond_predicting_background(r
   final = _read_json(os.path.join(workdir, loop.FINAL_METRICS_FILE))
   assert 0.05 < baseline < 0.12
   assert final['eval_ema_miou'] > 2.5 * baseline, (final, baseline)
+
+
+def test_the_segment_command_finds_the_shapes_of_a_scene_the_run_trained_on(
+    run, tmp_path, capsys):
+  config, workdir, _ = run
+  builder = datasets.get_builder(config.data)
+  scene = next(iter(builder.as_dataset(split='train').take(1)))
+  image_path = str(tmp_path / 'scene.png')
+  tf.io.write_file(image_path, tf.io.encode_png(scene['image']))
+  assert segment.main(['--workdir', workdir, '--json', image_path]) == 0
+  record = json.loads(capsys.readouterr().out)
+  predicted = {entry['label'] for entry in record['classes'] if entry['label'] != 0}
+  present = set(np.unique(scene['segmentation_mask'].numpy())) - {0}
+  assert predicted & present, (predicted, present)
+  assert sum(entry['fraction'] for entry in record['classes']) == pytest.approx(1.0)
 
 
 def test_a_resumed_run_ends_bitwise_like_the_uninterrupted_one(run):
