@@ -3,26 +3,14 @@
 import os
 
 from absl import flags
-import ml_collections
-from ml_collections import config_flags
 import pytest
 
 import configs
 from mnv2_jax.train import loop
+import train_test_utils as utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = ('configs/default.py', 'configs/imagenet.py')
-
-
-def _load(spec: str, *overrides: str) -> ml_collections.ConfigDict:
-  """Parses `--config spec overrides...` exactly as mnv2_jax.main does."""
-  argv = ['main', f'--config={os.path.join(REPO, spec)}', *overrides]
-  flag_values = flags.FlagValues()
-  # config_flags finds the `--config.a.b` overrides in argv (sys.argv when run as main).
-  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
-  flag_values(argv)
-  return flag_values.config
 
 
 @pytest.mark.parametrize('spec', [
@@ -31,7 +19,7 @@ def _load(spec: str, *overrides: str) -> ml_collections.ConfigDict:
     'configs/imagenet.py', 'configs/imagenet.py:width=1.4,res=224',
     'configs/imagenet.py:width=0.35,res=96,replicas=1,t=4'])
 def test_documented_config_args_give_valid_configs(spec):
-  config = _load(spec)
+  config = utils.load_config_as_main(spec)
   loop.validate_config(config)
   args = dict(item.split('=') for item in spec.partition(':')[2].split(',') if item)
   if 'width' in args:
@@ -50,7 +38,7 @@ def test_config_docstring_holds_the_command_that_runs_it(path):
 
 
 def test_command_line_overrides_reach_every_sweep_field():
-  config = _load('configs/imagenet.py:width=0.5', '--config.train.num_steps=7',
+  config = utils.load_config_as_main('configs/imagenet.py:width=0.5', '--config.train.num_steps=7',
                  '--config.data.batch_size=64', '--config.model.shortcut=expansion',
                  '--config.model.bottleneck_activation=relu6', '--config.seed=3',
                  '--config.init_from=/tmp/pretrained', '--config.train.eval_every_steps=5')
@@ -64,16 +52,16 @@ def test_command_line_overrides_reach_every_sweep_field():
 
 def test_unknown_fields_are_rejected_by_the_locked_config():
   with pytest.raises(Exception, match='num_step'):
-    _load('configs/default.py', '--config.train.num_step=7')
+    utils.load_config_as_main('configs/default.py', '--config.train.num_step=7')
 
 
 def test_unknown_config_arg_names_the_known_ones():
   with pytest.raises(flags.IllegalFlagValueError, match=r"unknown config arg 'widht'.*'width'"):
-    _load('configs/default.py:widht=0.5')
+    utils.load_config_as_main('configs/default.py:widht=0.5')
 
 
 def test_imagenet_config_is_the_official_recipe():
-  config = _load('configs/imagenet.py')
+  config = utils.load_config_as_main('configs/imagenet.py')
   assert config.data.dataset == 'imagenet2012'
   assert config.data.batch_size == 96 * 8  # 8 synchronous clones of 96
   optimizer = config.optimizer
@@ -94,7 +82,7 @@ def test_imagenet_config_is_the_official_recipe():
 
 @pytest.mark.parametrize('path', CONFIG_FILES)
 def test_configs_hold_durations_not_derived_values(path):
-  config = _load(path)
+  config = utils.load_config_as_main(path)
   flat = _flatten(config.to_dict())
   for name in flat:
     assert not any(word in name for word in ('steps_per_epoch', 'decay_steps', 'warmup_steps',
@@ -141,7 +129,7 @@ def test_bad_config_value_raises_one_line_naming_the_field(field, value):
 
 
 def configs_default():
-  return _load('configs/default.py')
+  return utils.load_config_as_main('configs/default.py')
 
 
 def test_parse_arg_types_follow_the_defaults():

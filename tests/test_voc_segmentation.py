@@ -9,10 +9,8 @@ PNGs with a 255 border, SBD's cls/<id>.mat with the MATLAB struct GTcls
 import io
 import os
 
-from absl import flags
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 import pytest
@@ -25,6 +23,7 @@ from mnv2_jax.data import datasets
 from mnv2_jax.data import voc_segmentation
 from mnv2_jax.train import loop
 from mnv2_jax.train import optimizer as optimizer_lib
+import train_test_utils as utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEIGHT, WIDTH = 20, 24
@@ -219,20 +218,10 @@ def test_an_empty_manual_dir_is_one_line_naming_what_belongs_there(tmp_path):
     builder.download_and_prepare()
 
 
-def _load_config(spec, *overrides):
-  """As mnv2_jax.main loads a config file."""
-  argv = ['main', f'--config={os.path.join(REPO, spec)}', *overrides]
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
-  flag_values(argv)
-  return flag_values.config
-
-
 def test_examples_go_through_the_segmentation_task_with_the_void_label_kept(voc):
   written, _, data_dir = voc
   resolution = 33
-  config = _load_config(f'configs/deeplab_voc.py:res={resolution},batch=2',
+  config = utils.load_config_as_main(f'configs/deeplab_voc.py:res={resolution},batch=2',
                         f'--config.data.data_dir={data_dir}',
                         '--config.segmentation.min_scale_factor=1.0',
                         '--config.segmentation.max_scale_factor=1.0')
@@ -265,7 +254,7 @@ def test_examples_go_through_the_segmentation_task_with_the_void_label_kept(voc)
 
 
 def test_the_voc_config_is_the_papers_setting_and_validates():
-  config = _load_config('configs/deeplab_voc.py')
+  config = utils.load_config_as_main('configs/deeplab_voc.py')
   loop.validate_config(config)
   model = config.model
   assert (model.name, model.backbone, model.width_multiplier, model.output_stride, model.aspp,
@@ -273,7 +262,7 @@ def test_the_voc_config_is_the_papers_setting_and_validates():
   assert (config.data.dataset, config.data.resolution, config.data.batch_size,
           config.train.num_steps) == ('voc_segmentation/2012_sbd', 513, 16, 30_000)
   assert (config.segmentation.min_scale_factor, config.segmentation.max_scale_factor) == (0.5, 2.0)
-  assert _load_config('configs/deeplab_voc.py:sbd=false').data.dataset == 'voc_segmentation/2012'
+  assert utils.load_config_as_main('configs/deeplab_voc.py:sbd=false').data.dataset == 'voc_segmentation/2012'
   with open(os.path.join(REPO, 'configs/deeplab_voc.py')) as f:
     source = f.read()
   assert 'python -m mnv2_jax.main --config configs/deeplab_voc.py' in source
@@ -281,7 +270,7 @@ def test_the_voc_config_is_the_papers_setting_and_validates():
 
 
 def test_the_voc_configs_optimizer_is_deeplabs_momentum_sgd_with_poly_decay():
-  config = _load_config('configs/deeplab_voc.py')
+  config = utils.load_config_as_main('configs/deeplab_voc.py')
   steps_per_epoch = 100
   schedule = optimizer_lib.create_learning_rate_schedule(config, steps_per_epoch)
   optimizer = optimizer_lib.create_optimizer(config, steps_per_epoch)

@@ -102,3 +102,17 @@ def save_random_classifier(directory, name='mobilenet_v2', width=0.35, num_class
       name=name, width_multiplier=width, expansion_ratio=6,  # recorded for V1 too
       num_classes=num_classes, resolution=224, source='tests'))
   return traverse_util.flatten_dict(variables['params'])
+
+
+def load_config_as_main(spec: str, *overrides: str) -> ml_collections.ConfigDict:
+  """Parses `--config spec overrides...` exactly as mnv2_jax.main does."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  argv = ['main', f'--config={os.path.join(repo, spec)}', *overrides]
+  flag_values = flags.FlagValues()
+  # config_flags finds the `--config.a.b` overrides in argv (sys.argv when run as main).
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
