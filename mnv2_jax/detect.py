@@ -22,8 +22,7 @@ import numpy as np
 from mnv2_jax import errors
 from mnv2_jax.detection import postprocess as postprocess_lib
 from mnv2_jax.tasks import detection as detection_task
-from mnv2_jax.trained import (Source, drawing_paths, load_workdir, read_image, require_files,
-                              require_images)
+from mnv2_jax.trained import Source, drawing_paths, load_workdir, read_images, require_files
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 
@@ -109,12 +108,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     require_files(args.images)
     detector = Detector(load_workdir(args.workdir, raw=args.raw, task='detection',
                                      reader='mnv2_jax.detect'))
-    require_images(args.images)  # nothing printed or drawn if one cannot be read
+    images = read_images(args.images)  # nothing printed or drawn if one cannot be read
   names = class_names(detector.source)
   if args.draw:
     os.makedirs(args.draw, exist_ok=True)
-  for path, drawing in zip(args.images, drawn):
-    image = read_image(path)
+  for path, image, drawing in zip(args.images, images, drawn):
     found = detector(image)
     keep = found['scores'] >= args.score_threshold
     found = {name: value[keep] for name, value in found.items()}

@@ -43,8 +43,7 @@ from mnv2_jax import errors
 from mnv2_jax.data import datasets, procedural_shapes, scenes
 from mnv2_jax.export import write_atomically
 from mnv2_jax.tasks import segmentation as segmentation_task
-from mnv2_jax.trained import (Source, drawing_paths, load_workdir, read_image, require_files,
-                              require_images)
+from mnv2_jax.trained import Source, drawing_paths, load_workdir, read_images, require_files
 
 BACKGROUND = 0  # label 0 is the background (the built-in scenes, PASCAL VOC)
 BACKGROUND_NAME = 'background'
@@ -172,13 +171,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     require_files(args.images)
     segmenter = Segmenter(load_workdir(args.workdir, raw=args.raw, task='segmentation',
                                        reader='mnv2_jax.segment'))
-    require_images(args.images)  # nothing printed or written if one cannot be read
+    images = read_images(args.images)  # nothing printed or written if one cannot be read
   num_classes = segmenter.source.num_classes
   names = class_names(segmenter.source)
   if args.draw is not None:
     os.makedirs(args.draw, exist_ok=True)
-  for path, picture in zip(args.images, pictures):
-    image = read_image(path)
+  for path, image, picture in zip(args.images, images, pictures):
     labels = segmenter(image)
     classes = summary(labels, num_classes, names)
     if picture:

@@ -198,11 +198,10 @@ def read_image(path: str) -> np.ndarray:
                            f'JPEG, PNG, GIF or BMP files.') from None
 
 
-def require_images(paths: Sequence[str]) -> None:
-  """Decodes every one of `paths` once, so that a command refuses an unreadable image
-  before it prints or writes anything (it reads each again when it gets to it)."""
-  for path in paths:
-    read_image(path)
+def read_images(paths: Sequence[str]) -> list[np.ndarray]:
+  """Every one of `paths` decoded, so that a command refuses an unreadable image
+  before it prints or writes anything."""
+  return [read_image(path) for path in paths]
 
 
 def drawing_paths(images: Sequence[str], directory: str) -> list[str]:

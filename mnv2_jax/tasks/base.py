@@ -58,6 +58,11 @@ class InitFromTarget:
   expansion_ratio: Optional[float]
   scope: tuple[str, ...] = ()
 
+  @classmethod
+  def backbone(cls, name: str, width_multiplier: float) -> 'InitFromTarget':
+    """A task model's 'backbone' subtree; its MobileNetV2 has the default expansion ratio 6."""
+    return cls(name, width_multiplier, 6 if name == 'mobilenet_v2' else None, ('backbone',))
+
 
 class Task(abc.ABC):
   """The interface; see the module docstring. Subclasses set `name` and `headline`."""

@@ -232,10 +232,8 @@ class Detection(base.Task):
             'madds': counts['madds'], 'parts': counts['parts']}
 
   def init_from_target(self) -> base.InitFromTarget:
-    # SSDLite builds its backbone with the classifier's default expansion ratio (6).
-    backbone = detection_stats.backbone_name(self.config.model.name)
-    return base.InitFromTarget(backbone, self.config.model.width_multiplier,
-                               6 if backbone == 'mobilenet_v2' else None, scope=('backbone',))
+    return base.InitFromTarget.backbone(detection_stats.backbone_name(self.config.model.name),
+                                        self.config.model.width_multiplier)
 
   def anchors(self) -> np.ndarray:
     """[num_anchors, 4] of the network at data.resolution, a constant of the programs."""

@@ -361,10 +361,8 @@ class Segmentation(base.Task):
     return DeepLabV3(**kwargs)
 
   def init_from_target(self) -> base.InitFromTarget:
-    # DeepLabV3 builds its backbone with the classifier's default expansion ratio (6).
-    backbone = self.config.model.backbone
-    return base.InitFromTarget(backbone, self.config.model.width_multiplier,
-                               6 if backbone == 'mobilenet_v2' else None, scope=('backbone',))
+    return base.InitFromTarget.backbone(self.config.model.backbone,
+                                        self.config.model.width_multiplier)
 
   def counts(self, num_classes: int) -> dict[str, Any]:
     """Params and MAdds of one single-scale evaluation at data.resolution, as run here
