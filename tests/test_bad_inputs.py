@@ -266,7 +266,6 @@ def _digests(root):
 
 def _environment():
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  env.pop('XLA_FLAGS', None)  # one CPU device, as a user's machine
   env.pop('MNV2_TRACEBACK', None)
   return env
 

@@ -407,6 +407,11 @@ def test_images_must_be_nhwc():
                    jax.ShapeDtypeStruct((64, 64, 3), jnp.float32))
 
 
+def _init(model, images):
+  # Compiled: op-by-op initialisation of 17 blocks takes far longer.
+  return jax.jit(model.init)(jax.random.key(0), images)
+
+
 @pytest.mark.parametrize('model_class', [MobileNetV2, MobileNetV1])
 def test_the_bn_momentum_attribute_sets_the_moving_average_update(model_class):
   """One training step moves every BN mean from 0 by (1 - momentum) * batch mean."""
@@ -414,13 +419,14 @@ def test_the_bn_momentum_attribute_sets_the_moving_average_update(model_class):
   new_means = {}
   for momentum in (0.997, 0.9):
     model = model_class(num_classes=10, width_multiplier=0.35, batch_norm_momentum=momentum)
-    variables = model.init(jax.random.PRNGKey(1), images)
-    _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
-                             rngs={'dropout': jax.random.PRNGKey(2)})
+    variables = _init(model, images)
+    _, updates = jax.jit(lambda variables, images: model.apply(
+        variables, images, train=True, mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(2)}))(variables, images)
     new_means[momentum] = updates['batch_stats']['stem_bn']['mean']
     # The parameter tree does not depend on the momentum.
-    assert jax.tree.structure(variables) == jax.tree.structure(
-        model_class(num_classes=10, width_multiplier=0.35).init(jax.random.PRNGKey(1), images))
+    assert jax.tree.structure(variables) == jax.tree.structure(jax.eval_shape(
+        model_class(num_classes=10, width_multiplier=0.35).init, jax.random.key(0), images))
   assert float(jnp.abs(new_means[0.997]).max()) > 0
   np.testing.assert_allclose(new_means[0.9], new_means[0.997] * (0.1 / 0.003), rtol=1e-4)
 
@@ -430,11 +436,6 @@ def test_the_default_bn_momentum_is_the_official_0_997():
 
 
 # --- Initialisation options (CPU-scale protocol; the official network's are the defaults) ---
-
-
-def _init(model, images):
-  # Compiled: op-by-op initialisation of 17 blocks takes far longer.
-  return jax.jit(model.init)(jax.random.key(0), images)
 
 
 def _train_mode_endpoints(model, images):

@@ -86,7 +86,6 @@ def test_two_processes_with_two_devices_each_agree_with_one_four_device_process(
   repo_dir = os.path.dirname(tests_dir)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests_dir, repo_dir]),
              TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
   port = _free_port()
   workers = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
                                str(tmp_path / 'run'), *STRATEGIES],

@@ -57,7 +57,6 @@ def _environment(cache_dir):
              JAX_COMPILATION_CACHE_DIR=cache_dir,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-  env.pop('XLA_FLAGS', None)  # one CPU device in every run
   return env
 
 

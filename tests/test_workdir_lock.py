@@ -53,9 +53,8 @@ JOB_PROCESS = textwrap.dedent('''
 
 
 def _environment():
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  env.pop('XLA_FLAGS', None)
-  return env
+  # XLA_FLAGS passes on the tests' compile options (conftest.py); one CPU device.
+  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
 
 
 def _wait_for(condition, what, process=None):
