@@ -31,6 +31,7 @@ from configs import default as default_config
 from mnv2_jax import checkpoint, data, parallel, pretrained
 from mnv2_jax.train import optimizer as optimizer_lib
 from mnv2_jax.train import state as state_lib
+import train_test_utils as utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(REPO, 'tests', 'entry_point_driver.py')
@@ -265,7 +266,7 @@ def _digests(root):
 
 
 def _environment():
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  env = utils.subprocess_environment(PYTHONPATH=REPO)  # one CPU device, as a user's machine
   env.pop('MNV2_TRACEBACK', None)
   return env
 

@@ -14,6 +14,7 @@ from flax import traverse_util
 from mnv2_jax import parallel
 from mnv2_jax.train import optimizer, state as state_lib, step as step_lib
 from tiny_training import RESOLUTION, SMOOTHED_LOSS, TinyNet, random_batch, tiny_config
+import train_test_utils as utils
 
 NUM_STEPS = 2
 STRATEGIES = ('shard_map', 'pmap')
@@ -84,8 +85,7 @@ def test_two_processes_with_two_devices_each_agree_with_one_four_device_process(
   script.write_text(WORKER)
   tests_dir = os.path.dirname(os.path.abspath(__file__))
   repo_dir = os.path.dirname(tests_dir)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests_dir, repo_dir]),
-             TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
+  env = utils.subprocess_environment(PYTHONPATH=os.pathsep.join([tests_dir, repo_dir]))
   port = _free_port()
   workers = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
                                str(tmp_path / 'run'), *STRATEGIES],

@@ -7,7 +7,8 @@ re-run on its workdir, which takes over the killed run's workdir lock. All
 saved leaves (params, BN statistics, optimizer state, EMA copies, step) of the
 final checkpoints must have the same bytes.
 
-The runs share a persistent compilation cache, so only the first one compiles
+The runs share the test run's persistent compilation cache, so only the first
+one compiles
 (a cached executable computes the same bits as a fresh compile; this test
 would see it otherwise). The code and config must not change between the runs:
 a resumed run continues with the code and config of the restart.
@@ -27,6 +28,7 @@ import orbax.checkpoint as ocp
 from configs import default as default_config
 from mnv2_jax import checkpoint
 from mnv2_jax.train import loop
+import train_test_utils as utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 12
@@ -51,13 +53,10 @@ def _command(workdir, data_dir):
           '--config.data.eval_batch_size=16']
 
 
-def _environment(cache_dir):
-  env = dict(os.environ)
-  env.update(JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
-             JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-  return env
+def _environment():
+  # Every program cached, however small; one CPU device in every run.
+  return utils.subprocess_environment(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 
 
 def _checkpoint_steps(workdir):
@@ -101,7 +100,7 @@ def _saved_state(workdir, step):
 
 
 def test_run_killed_after_a_checkpoint_and_restarted_ends_bitwise_identical(tmp_path):
-  data_dir, env = str(tmp_path / 'tfds'), _environment(str(tmp_path / 'jax_cache'))
+  data_dir, env = str(tmp_path / 'tfds'), _environment()
   uninterrupted, interrupted = str(tmp_path / 'uninterrupted'), str(tmp_path / 'interrupted')
   _run(_command(uninterrupted, data_dir), env)
 

@@ -20,6 +20,7 @@ import pytest
 
 from launch import local
 from mnv2_jax import checkpoint, errors, workdir_lock
+import train_test_utils as utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_SECONDS = 600
@@ -53,8 +54,7 @@ JOB_PROCESS = textwrap.dedent('''
 
 
 def _environment():
-  # XLA_FLAGS passes on the tests' compile options (conftest.py); one CPU device.
-  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  return utils.subprocess_environment(PYTHONPATH=REPO)  # one CPU device
 
 
 def _wait_for(condition, what, process=None):

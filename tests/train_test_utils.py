@@ -15,8 +15,25 @@ from configs import default
 from mnv2_jax import checkpoint, data, models, pretrained
 from mnv2_jax.train import state as state_lib
 
-# A few hundred images are enough for the loop; rendering them takes a second.
-TINY_SHAPES = dict(num_train_examples=256, num_test_examples=64)
+# A few dozen images are enough for the loop. 48 training images, as many as
+# tfds.testing.mock_data gives, make the same steps per epoch (3) in runs on
+# either, so their training steps are one program (the learning-rate schedule
+# is compiled into it) and compile once for both.
+TINY_SHAPES = dict(num_train_examples=48, num_test_examples=64)
+
+
+def subprocess_environment(**variables: str) -> dict:
+  """The environment for a `python -m ...` subprocess of a test, plus `variables`:
+  CPU only, the compile flags of conftest.py (in XLA_FLAGS) and this pytest run's
+  compilation cache, so that runs of the same program in several tests and
+  processes compile it once."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
+  cache = os.environ.get('MNV2_JAX_TEST_COMPILATION_CACHE')
+  if cache:
+    env['JAX_COMPILATION_CACHE_DIR'] = cache
+  env.update(variables)
+  return env
 
 
 def tiny_config(data_dir, *, num_steps: int) -> ml_collections.ConfigDict:
