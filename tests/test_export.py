@@ -27,6 +27,7 @@ from configs import default as default_config
 from mnv2_jax import checkpoint, data, export, models, pretrained
 from mnv2_jax.train import optimizer as optimizer_lib
 from mnv2_jax.train import state as state_lib
+import train_test_utils as utils
 
 TOLERANCE = 1e-4  # max abs difference of float32 logits (issue 18)
 NUM_CLASSES = 10
@@ -38,28 +39,9 @@ needs_export_extra = pytest.mark.skipif(
 
 
 def _random_variables(model, resolution: int, seed: int) -> dict:
-  """A random network whose every layer shapes the logits.
-
-  Kernels are normal with variance 2 / fan-in (He: the signal neither fades
-  nor grows through the ReLU6s; configs/default.py's classifier and residual
-  branches start at zero), and BN's scales, offsets and statistics are random.
-  Drawn in numpy from the variables' shapes: nothing to compile.
-  """
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, resolution, resolution, 3)), train=False))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, shape):
-    name = str(path[-1].key)
-    if name in ('scale', 'var'):
-      value = rng.uniform(0.7, 1.4, shape.shape)
-    elif name in ('bias', 'mean'):
-      value = rng.normal(0, 0.2, shape.shape)
-    else:  # a kernel: (..., fan-in, out); a depthwise one (3, 3, 1, C) has fan-in 9
-      fan_in = np.prod(shape.shape[:-1])
-      value = rng.normal(0, (2 / fan_in) ** 0.5, shape.shape)
-    return value.astype(np.float32)
-  return jax.tree_util.tree_map_with_path(draw, dict(shapes))
+  """A random network whose every layer shapes the logits (`utils.random_variables`)."""
+  return utils.random_variables(model, jnp.zeros((1, resolution, resolution, 3)), train=False,
+                                seed=seed)
 
 
 def _images(count: int, resolution: int, seed: int = 0) -> np.ndarray:
@@ -113,7 +95,7 @@ def test_dynamic_batch_tflite_runs_any_batch():
   runtime = export.Runtime(export.export(source, 'tflite', batch=None), 'tflite')
   assert runtime.input_shape == (None, 40, 40, 3)
   images = _images(3, 40)
-  reference = np.asarray(model.apply(variables, images, train=False))
+  reference = np.asarray(jax.jit(lambda x: model.apply(variables, x, train=False))(images))
   assert _max_difference(runtime(images), reference) < TOLERANCE
   assert _max_difference(runtime(images[:2]), reference[:2]) < TOLERANCE
 

@@ -9,25 +9,10 @@ import pytest
 
 from mnv2_jax.models import MobileNetV2, architecture, memory_split
 from mnv2_jax.models.mobilenet_v2 import InvertedResidual
+import train_test_utils as utils
 
 # Well below the required 1e-4; float32 summation order is all that differs.
 TOLERANCE = 1e-4
-
-
-def random_variables(module, *example_args, seed: int):
-  """Variables of `module` drawn by NumPy: kernels like slim's initialiser (normal,
-  stddev 0.09, cut at 2 stddevs), BN scale/bias/mean/var random, so every channel
-  matters. The tree comes from tracing `init` alone (compiling it costs more than
-  all the comparisons)."""
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *example_args))
-  rng = np.random.default_rng(seed)
-  draw = {'var': lambda shape: rng.uniform(0.5, 2.0, shape),
-          'mean': lambda shape: 0.3 * rng.normal(size=shape),
-          'bias': lambda shape: 0.3 * rng.normal(size=shape),
-          'scale': lambda shape: rng.uniform(0.5, 1.5, shape),
-          'kernel': lambda shape: np.clip(rng.normal(0, 0.09, shape), -0.18, 0.18)}
-  return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: jnp.asarray(draw[path[-1].key](leaf.shape), leaf.dtype), dict(shapes))
 
 
 def images(batch: int, resolution: int, seed: int = 1):
@@ -50,7 +35,7 @@ NETWORK_CASES = [
 def test_split_network_logits_equal_normal_network(width, resolution, split, options):
   normal = MobileNetV2(width_multiplier=width, num_classes=10, **options)
   x = images(2, resolution)
-  variables = random_variables(normal, x, seed=2)
+  variables = utils.random_variables(normal, x, seed=2)
   expected = jax.jit(normal.apply)(variables, x)
   logits = jax.jit(normal.clone(memory_split=split).apply)(variables, x)
   assert float(jnp.max(jnp.abs(expected))) > 0.5  # A meaningful, non-degenerate output.
@@ -63,7 +48,7 @@ OPTIONS = dict(bottleneck_activation='linear', depthwise_impl='auto', dtype=jnp.
 def test_stem_and_first_block_split_1_to_8_ways_equal_the_normal_layers():
   network = MobileNetV2(width_multiplier=1.4, num_classes=10)
   x = images(1, 34)
-  variables = random_variables(network, x, seed=3)
+  variables = utils.random_variables(network, x, seed=3)
   params, stats = variables['params'], variables['batch_stats']
   _, endpoints = jax.jit(functools.partial(network.apply, return_endpoints=True))(variables, x)
   for split in range(1, 9):
@@ -85,7 +70,7 @@ def test_block_split_1_to_8_ways_equals_the_normal_block(width, expansion_ratio,
   block_spec = architecture.mobilenet_v2_spec(width, expansion_ratio).blocks[index]
   inputs = jax.random.normal(jax.random.PRNGKey(index), (2, 9, 9, block_spec.in_channels))
   normal = InvertedResidual(spec=block_spec, add_bottleneck_shortcut=block_spec.residual)
-  variables = random_variables(normal, inputs, False, seed=4)
+  variables = utils.random_variables(normal, inputs, False, seed=4)
   expected, _ = jax.jit(lambda v, x: normal.apply(v, x, False))(variables, inputs)
   for split in range(1, 9):
     output = jax.jit(functools.partial(

@@ -108,20 +108,39 @@ def mock_tfds(monkeypatch, **mock_kwargs) -> None:
                       functools.partial(checkpoint.Checkpointer, async_save=False))
 
 
+def random_variables(module, *example_args, seed: int, **example_kwargs) -> dict:
+  """Variables of `module` that make every layer shape its output, drawn by NumPy.
+
+  Kernels are normal with variance 2 / fan-in (He: the signal neither fades nor
+  grows through the ReLU6s, whatever the model's own initialisation, e.g.
+  configs/default.py's zero-initialised classifier and residual branches), and
+  BN's scales, offsets and statistics are random. The tree comes from tracing
+  `module.init(key, *example_args, **example_kwargs)` alone: compiling a
+  network's initialisation costs tens of seconds on a CPU.
+  """
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *example_args,
+                                              **example_kwargs))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = str(path[-1].key)
+    if name in ('scale', 'var'):
+      value = rng.uniform(0.7, 1.4, leaf.shape)
+    elif name in ('bias', 'mean'):
+      value = rng.normal(0, 0.2, leaf.shape)
+    else:  # a kernel: (..., fan-in, out); a depthwise one (3, 3, 1, C) has fan-in 9
+      value = rng.normal(0, (2 / np.prod(leaf.shape[:-1])) ** 0.5, leaf.shape)
+    return value.astype(leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, dict(shapes))
+
+
 def save_random_classifier(directory, name='mobilenet_v2', width=0.35, num_classes=10, seed=1):
   """A classifier's pretrained directory with seeded random weights; returns its flat params."""
   from flax import traverse_util
   module = (models.MobileNetV2 if name == 'mobilenet_v2' else models.MobileNetV1)(
       num_classes=num_classes, width_multiplier=width)
-  # The tree from tracing alone, filled from NumPy's generator: compiling the
-  # network's initialisation would cost tens of seconds for values that only
-  # need to be random (BN variances positive).
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-  rng = np.random.default_rng(seed)
-  variables = jax.tree_util.tree_map_with_path(
-      lambda path, leaf: (rng.uniform(0.5, 1.5, leaf.shape) if path[-1].key == 'var'
-                          else rng.normal(0, 0.09, leaf.shape)).astype(leaf.dtype),
-      dict(shapes))
+  variables = random_variables(module, jnp.zeros((1, 32, 32, 3)), seed=seed)
   pretrained.save_pretrained(directory, variables, dict(
       name=name, width_multiplier=width, expansion_ratio=6,  # recorded for V1 too
       num_classes=num_classes, resolution=224, source='tests'))
