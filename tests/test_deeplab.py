@@ -255,10 +255,14 @@ TINY = dict(width_multiplier=0.35, head_channels=8, num_classes=3, depthwise_imp
 
 
 @functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny_model_and_variables():
-  """Logits of order 1 rather than DeepLab's initial 0.01, so that probabilities differ."""
+  """Logits of order 1 rather than DeepLab's initial 0.01, so that probabilities differ.
+
+  One compiled initialisation for the file's tests, which only read the variables.
+  """
   model = DeepLabV3(**TINY)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   logits = variables['params']['logits']
   variables['params']['logits'] = dict(logits, kernel=100 * logits['kernel'])
   return model, variables
