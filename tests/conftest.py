@@ -6,10 +6,10 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # The tests compile far more than they run (tiny batches, a few steps): LLVM's
 # optimisation of the generated CPU code is most of XLA's compile time and buys
-# nothing here (e.g. the 0.35-wide network's init 10.2 -> 4.4 s, its train
-# step 16.6 -> 10.9 s on an AVX2 EPYC). Results may differ from optimised
-# code in the last bit (4% of the initial weights by one ulp), never more;
-# subprocesses that tests start inherit the flag.
+# nothing here (the 0.35-wide network's init 10.2 -> 4.4 s, its training step
+# 16.6 -> 10.9 s on a 2-core AMD EPYC). Results can differ from optimised code
+# by rounding (4% of that network's initial weights by one ulp); the tests'
+# subprocesses inherit the flag (train_test_utils.subprocess_environment).
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_backend_optimization_level=0').strip()
