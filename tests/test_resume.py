@@ -8,9 +8,8 @@ saved leaves (params, BN statistics, optimizer state, EMA copies, step) of the
 final checkpoints must have the same bytes.
 
 The runs share the test run's persistent compilation cache, so only the first
-one compiles
-(a cached executable computes the same bits as a fresh compile; this test
-would see it otherwise). The code and config must not change between the runs:
+one compiles (a cached executable computes the same bits as a fresh compile;
+this test would see it otherwise). The code and config must not change between the runs:
 a resumed run continues with the code and config of the restart.
 """
 

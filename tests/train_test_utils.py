@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from mnv2_jax import checkpoint, data, models, pretrained
+from mnv2_jax import checkpoint, compilation_cache, data, models, pretrained
 from mnv2_jax.train import state as state_lib
 
 # A few dozen images are enough for the loop. 48 training images, as many as
@@ -28,8 +28,9 @@ def subprocess_environment(**variables: str) -> dict:
   compilation cache, so that runs of the same program in several tests and
   processes compile it once."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
-  cache = os.environ.get('MNV2_JAX_TEST_COMPILATION_CACHE')
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(
+                 compilation_cache.MIN_COMPILE_SECONDS_TO_CACHE))
+  cache = os.environ.get('MNV2_JAX_TEST_COMPILATION_CACHE')  # set by conftest.py
   if cache:
     env['JAX_COMPILATION_CACHE_DIR'] = cache
   env.update(variables)
