@@ -10,10 +10,10 @@ The recipe is the OD API's `ssdlite_mobilenet_v2_coco.config`, which the paper
 trained: width 1.0, BN decay 0.9997, L2 4e-5, RMSProp (decay 0.9, momentum
 0.9, eps 1.0 inside the root) at 0.004 for batch 24, decayed by 0.95 every
 800,720 steps (here 162.5 epochs of COCO's 118,287 training images, the same
-staircase), horizontal flips, sigmoid classification with 3:1 hard negatives,
-NMS at 0.6. What differs, and why:
+staircase), sigmoid classification with 3:1 hard negatives,
+NMS at 0.6, horizontal flips and SSD's random crop (`detection.random_crop`,
+the OD API's `ssd_random_crop` defaults). What differs, and why:
   - 320x320 input, as the paper's Table 6 (the released config resizes to 300);
-  - no ssd_random_crop yet (flips only): docs/detection.md;
   - the backbone starts from ImageNet weights only when given them, as
     `--config.init_from=DIR` with a MobileNetV2 classifier's pretrained
     directory of the same width (`python -m mnv2_jax.convert ... --out DIR`;

@@ -12,9 +12,9 @@ dataset in the TFDS detection layout works: 'objects' with 'bbox' and 'label').
 Examples: the image resized to data.resolution x data.resolution (SSD's
 fixed_shape_resizer, aspect ratio not kept), a random horizontal flip for
 training, and the ground truth padded to `config.detection.max_boxes` rows with a
-validity mask (static shapes). Deviation from the OD API's training input: no
-`ssd_random_crop`; on the built-in scenes the objects already vary in size and
-position, and COCO training would want it (written down in docs/detection.md).
+validity mask (static shapes). With `config.detection.random_crop='ssd'` (the
+OD API's recipe, on by default) training examples are first cropped by SSD's
+random crop (`mnv2_jax.detection.random_crop`).
 """
 
 import contextlib
@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from mnv2_jax import config_sections
 from mnv2_jax.detection import loss as loss_lib
 from mnv2_jax.detection import postprocess as postprocess_lib
+from mnv2_jax.detection import random_crop as random_crop_lib
 from mnv2_jax.detection import targets as targets_lib
 from mnv2_jax.models import ssdlite_architecture
 from mnv2_jax.models.ssdlite import SSDLite
@@ -49,13 +50,25 @@ def detection_section(**changes: Any) -> ml_collections.ConfigDict:
     max_detections   detections kept per image after NMS (the OD API: 100).
     nms_iou_threshold, score_threshold
                      as the OD API's ssdlite post-processing (0.6, 1e-8).
+    random_crop      'ssd': SSD's random crop of the training images before the
+                     flip and resize (the OD API's ssd_random_crop, which the
+                     paper's config uses); 'none': the whole image.
   """
   section = ml_collections.ConfigDict()
+  section.random_crop = 'ssd'
   section.max_boxes = 100
   section.max_detections = postprocess_lib.MAX_DETECTIONS
   section.nms_iou_threshold = postprocess_lib.NMS_IOU_THRESHOLD
   section.score_threshold = postprocess_lib.SCORE_THRESHOLD
   return config_sections.with_changes(section, 'detection', changes)
+
+
+RANDOM_CROPS = ('ssd', 'none')
+
+
+def _random_crop(section: ml_collections.ConfigDict) -> str:
+  # Runs configured before the field existed trained without the crop.
+  return section.get('random_crop', 'none')
 
 
 def network_input(image: tf.Tensor, resolution: int) -> tf.Tensor:
@@ -186,6 +199,8 @@ class Detection(base.Task):
       value = section.get(field)
       check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             f'detection.{field}', 'an integer >= 1', value)
+    check(_random_crop(section) in RANDOM_CROPS, 'detection.random_crop',
+          f'one of {list(RANDOM_CROPS)}', _random_crop(section))
     for field in ('nms_iou_threshold', 'score_threshold'):
       value = section.get(field)
       check(isinstance(value, (int, float)) and 0 <= value < 1, f'detection.{field}',
@@ -244,8 +259,8 @@ class Detection(base.Task):
 
   # --- examples -----------------------------------------------------------------
 
-  def _example(self, example, keep_crowd: bool) -> tuple[tf.Tensor, dict]:
-    """The decoded image and the padded ground truth.
+  def _decoded(self, example, keep_crowd: bool) -> tuple[tf.Tensor, ...]:
+    """The decoded image and its ground truth: boxes [n, 4], labels [n], crowd [n].
 
     COCO's crowd regions ('is_crowd', one box over many objects) are no
     training targets (as the OD API drops them); in evaluation they stay, flagged,
@@ -255,27 +270,30 @@ class Detection(base.Task):
     if image.dtype == tf.string:  # kept encoded by the pipeline's SkipDecoding
       image = tf.io.decode_image(image, channels=3, expand_animations=False)
     objects = example['objects']
-    boxes, labels = objects['bbox'], objects['label']
+    boxes, labels = tf.cast(objects['bbox'], tf.float32), objects['label']
     crowd = (tf.cast(objects['is_crowd'], tf.bool) if 'is_crowd' in objects
              else tf.zeros_like(labels, tf.bool))
     if not keep_crowd:
       boxes, labels, crowd = (tf.boolean_mask(x, ~crowd) for x in (boxes, labels, crowd))
-    ground_truth = _padded_ground_truth(boxes, labels, crowd, self.config.detection.max_boxes)
-    if not keep_crowd:
-      del ground_truth['boxes_crowd']
-    return image, ground_truth
+    return image, boxes, labels, crowd
 
   def train_example(self, example, seed):
-    image, ground_truth = self._example(example, keep_crowd=False)
+    image, boxes, labels, crowd = self._decoded(example, keep_crowd=False)
+    if _random_crop(self.config.detection) == 'ssd':
+      # Its own stream of the example's seed: the flip keeps drawing from `seed`.
+      image, boxes, kept, _ = random_crop_lib.ssd_random_crop(
+          image, boxes, tf.random.experimental.stateless_fold_in(seed, 1))
+      labels, crowd = tf.gather(labels, kept), tf.gather(crowd, kept)
     flip = tf.random.stateless_uniform([], seed) < 0.5
     image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
-    ground_truth['boxes'] = tf.where(flip, _flip_boxes_left_right(ground_truth['boxes']),
-                                     ground_truth['boxes'])
-    ground_truth['boxes'] *= tf.cast(ground_truth['boxes_valid'], tf.float32)[:, None]
+    boxes = tf.where(flip, _flip_boxes_left_right(boxes), boxes)
+    ground_truth = _padded_ground_truth(boxes, labels, crowd, self.config.detection.max_boxes)
+    del ground_truth['boxes_crowd']
     return dict(ground_truth, image=network_input(image, self.config.data.resolution))
 
   def eval_example(self, example):
-    image, ground_truth = self._example(example, keep_crowd=True)
+    image, boxes, labels, crowd = self._decoded(example, keep_crowd=True)
+    ground_truth = _padded_ground_truth(boxes, labels, crowd, self.config.detection.max_boxes)
     return dict(ground_truth, image=network_input(image, self.config.data.resolution))
 
   def padding_example(self):
