@@ -39,8 +39,12 @@ flags) and what this repository's optimiser makes of it:
     the weights (0.9999), which DeepLab does not: `eval_miou` (the raw
     weights) is DeepLab's measurement, `eval_ema_miou` an extra one;
   - evaluation scales each image's longer side (at most 500 px) to 513 and
-    pads the rest, where DeepLab pads without scaling; MF and OS 8
-    evaluation are not in the loop (mnv2_jax.segmentation.inference).
+    pads the rest, where DeepLab pads without scaling. The periodic
+    evaluation is single-scale at the training stride (16); Table 7's OS 8 and
+    MF rows evaluate the trained run again:
+      python -m mnv2_jax.main --config configs/deeplab_voc.py --workdir W \
+          --config.eval_only=True --config.segmentation.eval_output_stride=8 \
+          --config.segmentation.eval_multi_scale_flip=True
 DeepLab's released MobileNetV2 VOC checkpoint was also pretrained on COCO;
 this config starts from ImageNet at most.
 

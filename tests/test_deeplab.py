@@ -381,3 +381,33 @@ def test_table7_comparison_marks_the_two_reproduced_madds(capsys):
   assert len(lines) == 2 + 6
   assert sum(line.count('✓') for line in lines) == 2
   assert '| 5.823B ✓ |' in lines[4] and '| 387.48B ✓ |' in lines[5]
+
+
+def test_the_segmentation_tasks_evaluation_runs_the_trained_weights_at_its_stride_and_scales(
+    monkeypatch):
+  """Trained at output stride 16, evaluated at 8 on the same weights (only the dilations and
+  ASPP's rates change); multi-scale + flip comes out as log-probabilities."""
+  from configs import deeplab_default  # pylint: disable=g-import-not-at-top
+  from mnv2_jax.tasks import segmentation as segmentation_task  # pylint: disable=g-import-not-at-top
+  model, variables = _tiny_model_and_variables()
+  config = deeplab_default.get_config()
+  with config.unlocked():
+    config.model.output_stride = model.output_stride
+    config.segmentation.eval_output_stride = 8
+  task = segmentation_task.Segmentation(config)
+  images = _images(33, 33)
+  at_8 = jax.jit(task.predictor(model))(variables, images)
+  np.testing.assert_allclose(
+      at_8, jax.jit(DeepLabV3(**TINY, output_stride=8).apply)(variables, images),
+      rtol=1e-5, atol=1e-5)
+  at_16 = jax.eval_shape(model.apply, variables, images)
+  assert at_8.shape == at_16.shape and model.output_stride == 16
+  # MF: whatever inference.predict_multi_scale_flip averages, as logits (one scale here,
+  # mirrored: the file's other tests cover the 12 evaluations).
+  one_scale_flip = lambda m, v, x: inference.predict_probabilities(m, v, x, (1.0,), flip=True)
+  monkeypatch.setattr(inference, 'predict_multi_scale_flip', one_scale_flip)
+  with config.unlocked():
+    config.segmentation.update(eval_output_stride=None, eval_multi_scale_flip=True)
+  images = _images()
+  np.testing.assert_allclose(jax.nn.softmax(task.predictor(model)(variables, images), axis=-1),
+                             one_scale_flip(model, variables, images), rtol=1e-5, atol=1e-6)

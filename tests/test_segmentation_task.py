@@ -26,6 +26,7 @@ import tensorflow as tf
 from configs import deeplab_default
 from mnv2_jax import data, segment, tasks
 from mnv2_jax.data import datasets
+from mnv2_jax.stats import segmentation as segmentation_stats
 from mnv2_jax.tasks import segmentation
 from mnv2_jax.train import loop
 
@@ -239,6 +240,9 @@ def test_eval_examples_scale_the_longer_side_and_pad_bottom_right():
     ('segmentation.max_scale_factor', 0.25, r'max_scale_factor must be a number >= '
                                             r'min_scale_factor \(0.5\), got 0.25'),
     ('segmentation.scale_factor_step_size', -1, 'scale_factor_step_size must be'),
+    ('segmentation.eval_output_stride', 4, 'config.segmentation.eval_output_stride must be'),
+    ('segmentation.eval_multi_scale_flip', 'yes',
+     'config.segmentation.eval_multi_scale_flip must be True or False'),
 ])
 def test_a_bad_config_field_is_one_line_naming_it(field, value, message):
   config = _config()
@@ -439,6 +443,27 @@ def test_the_segment_command_finds_the_shapes_of_a_scene_the_run_trained_on(
   present = set(np.unique(scene['segmentation_mask'].numpy())) - {0}
   assert predicted & present, (predicted, present)
   assert sum(entry['fraction'] for entry in record['classes']) == pytest.approx(1.0)
+
+
+def test_run_info_counts_the_evaluation_as_configured():
+  """eval_madds: one image evaluated at eval_output_stride, all 12 passes with MF."""
+  config = _config()
+  counts = lambda: segmentation.Segmentation(config).counts(NUM_CLASSES)
+  trained = counts()
+  assert (trained['eval_output_stride'], trained['eval_multi_scale_flip']) == (8, False)
+  assert trained['eval_madds'] == trained['madds']
+  with config.unlocked():
+    config.model.output_stride = 16
+  at_16 = counts()
+  with config.unlocked():
+    config.segmentation.update(eval_output_stride=8, eval_multi_scale_flip=True)
+  evaluated = counts()
+  assert evaluated['madds'] == at_16['madds'] and evaluated['output_stride'] == 16
+  assert evaluated['eval_madds'] == segmentation_stats.count_deeplab_model(
+      'deeplabv3_mobilenet_v2', RESOLUTION, 8, config.model.aspp, multi_scale_flip=True,
+      num_classes=NUM_CLASSES, width_multiplier=config.model.width_multiplier,
+      convention='exact')['madds']
+  assert evaluated['eval_madds'] > 12 * trained['madds'] > 12 * at_16['madds']
 
 
 def test_a_resumed_run_ends_bitwise_like_the_uninterrupted_one(run):

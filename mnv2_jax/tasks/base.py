@@ -12,6 +12,9 @@ refusal of bad input) and differ only in what a `Task` answers:
   counts(num_classes)            exact params and MAdds for run_info.json
   init_from_target()             which classifier config.init_from must hold
                                  and where its weights go (None: refused)
+  predictor(model)               what evaluation runs on (variables, images):
+                                 by default the trained module in inference
+                                 mode
   train_example / eval_example / padding_example
                                  one TFDS example -> the arrays of a batch (tf)
   loss(outputs, batch)           (scalar loss, scalar metrics) on one device
@@ -29,7 +32,8 @@ summary and curves.png), the first one being the run's 'best'.
 
 import abc
 import dataclasses
-from typing import Any, Mapping, Optional
+import functools
+from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -102,6 +106,15 @@ class Task(abc.ABC):
   def init_from_target(self) -> Optional[InitFromTarget]:
     """What config.init_from (a classifier's pretrained directory) starts; None: refused."""
     return None
+
+  def predictor(self, model: nn.Module) -> Callable[[Any, jax.Array], Any]:
+    """(variables, images) -> the outputs `evaluate` scores, with the trained variables.
+
+    By default the trained module in inference mode. A task may evaluate another
+    computation on the same variables (segmentation: another output stride,
+    multi-scale + flip inference).
+    """
+    return functools.partial(model.apply, train=False)
 
   # --- examples (tf.data, on the host) ---------------------------------------
 

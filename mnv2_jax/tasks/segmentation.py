@@ -11,8 +11,9 @@ Config (besides the shared data/optimizer/train sections):
                        width_multiplier, output_stride, aspp, aspp_convolution,
                        dropout_rate, batch_norm_momentum, depthwise_impl, dtype,
                        kernel_init, zero_init_residual, num_classes.
-  config.segmentation  `segmentation_section()`: ignore_label and the random
-                       scale of the training examples.
+  config.segmentation  `segmentation_section()`: ignore_label, the random
+                       scale of the training examples, and how evaluation
+                       runs (output stride, multi-scale + flip).
 
 Decisions where the issue is silent (docs/segmentation.md says more):
   - Classes. The built-in 'procedural_shapes_segmentation' has 1 + the shape
@@ -42,12 +43,17 @@ Decisions where the issue is silent (docs/segmentation.md says more):
     'pixel_accuracy' (non-ignored pixels).
   - Evaluation: one confusion matrix [C, C] (rows ground truth, columns
     prediction) of the non-ignored pixels of real examples, summed over devices
-    and batches, single-scale (multi-scale + flip inference is
-    `mnv2_jax.segmentation.inference`). mIOU is the mean IoU over the classes
+    and batches. By default the trained network at its own output stride, one
+    scale; `segmentation.eval_output_stride` evaluates the same weights at
+    another stride (DeepLab: train at 16, evaluate at 8) and
+    `segmentation.eval_multi_scale_flip` averages Table 7's 6 scales x 2
+    mirrors (`mnv2_jax.segmentation.inference`); the loss is then the cross-
+    entropy of the averaged probabilities. mIOU is the mean IoU over the classes
     that occur in the ground truth or the predictions (tf.metrics.mean_iou's
     and DeepLab's rule: a class absent from both has no IoU).
 """
 
+import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -65,6 +71,7 @@ from mnv2_jax.data import scenes
 from mnv2_jax.models import deeplab_architecture
 from mnv2_jax.models.deeplab import DeepLabV3
 from mnv2_jax.models.layers import KERNEL_INITS
+from mnv2_jax.segmentation import inference
 from mnv2_jax.stats import segmentation as segmentation_stats
 from mnv2_jax.tasks import base
 from mnv2_jax.tasks.classification import check, check_common_model_fields, is_number
@@ -100,12 +107,16 @@ def model_section(**changes: Any) -> ml_collections.ConfigDict:
 
 
 def segmentation_section(**changes: Any) -> ml_collections.ConfigDict:
-  """config.segmentation: the ignored label and the training examples' random scale."""
+  """config.segmentation: the ignored label, the training examples' random scale and
+  how evaluation runs."""
   section = ml_collections.ConfigDict()
   section.ignore_label = IGNORE_LABEL  # mask value that counts nowhere (uint8: <= 255)
   section.min_scale_factor = MIN_SCALE_FACTOR
   section.max_scale_factor = MAX_SCALE_FACTOR
   section.scale_factor_step_size = SCALE_FACTOR_STEP_SIZE  # 0: uniform in the range
+  # Evaluation: None = model.output_stride (DeepLab trains at 16, evaluates at 8 too).
+  section.eval_output_stride = config_dict.placeholder(int)
+  section.eval_multi_scale_flip = False  # Table 7's MF: 6 scales x 2 mirrors, 12x the cost
   return config_sections.with_changes(section, 'segmentation', changes)
 
 
@@ -316,6 +327,14 @@ class Segmentation(base.Task):
     step = section.get('scale_factor_step_size')
     check(is_number(step) and step >= 0, 'segmentation.scale_factor_step_size',
           'a number >= 0 (0: any scale in the range)', step)
+    eval_stride = section.get('eval_output_stride')
+    check(eval_stride is None or (eval_stride in OUTPUT_STRIDES and
+                                  not isinstance(eval_stride, bool)),
+          'segmentation.eval_output_stride',
+          f'None (model.output_stride) or one of {list(OUTPUT_STRIDES)}', eval_stride)
+    check(isinstance(section.get('eval_multi_scale_flip', False), bool),
+          'segmentation.eval_multi_scale_flip', 'True or False',
+          section.get('eval_multi_scale_flip'))
 
   def check_dataset(self, builder: tfds.core.DatasetBuilder) -> None:
     features = builder.info.features
@@ -364,8 +383,31 @@ class Segmentation(base.Task):
     return base.InitFromTarget.backbone(self.config.model.backbone,
                                         self.config.model.width_multiplier)
 
+  def _evaluation(self) -> tuple[int, bool]:
+    """(output stride, multi-scale + flip) of evaluation; runs configured before these
+    fields existed evaluated at the training stride, one scale."""
+    section = self.config.segmentation
+    stride = section.get('eval_output_stride') or self.config.model.output_stride
+    return stride, section.get('eval_multi_scale_flip', False)
+
+  def predictor(self, model: DeepLabV3):
+    """The trained variables at the evaluation's output stride (the weights do not
+    depend on it: only dilations and ASPP rates change), optionally multi-scale +
+    flip; MF's averaged probabilities p come out as log p, logits whose softmax is p."""
+    stride, multi_scale_flip = self._evaluation()
+    evaluated = model if stride == model.output_stride else model.clone(output_stride=stride)
+    if not multi_scale_flip:
+      return functools.partial(evaluated.apply, train=False)
+
+    def multi_scale_flip_logits(variables, images):
+      probabilities = inference.predict_multi_scale_flip(evaluated, variables, images)
+      return jnp.log(jnp.maximum(probabilities, jnp.finfo(probabilities.dtype).tiny))
+
+    return multi_scale_flip_logits
+
   def counts(self, num_classes: int) -> dict[str, Any]:
-    """Params and MAdds of one single-scale evaluation at data.resolution, as run here
+    """Params and MAdds of one single-scale pass at data.resolution and the training
+    output stride, and eval_madds of the evaluation as configured, as run here
     (`count_deeplab_model`'s 'exact' convention)."""
     model = self.config.model
     counts = segmentation_stats.count_deeplab_model(
@@ -377,7 +419,18 @@ class Segmentation(base.Task):
             'resolution': self.config.data.resolution, 'output_stride': model.output_stride,
             'aspp': model.aspp, 'aspp_convolution': model.aspp_convolution,
             'params': counts['params'], 'params_no_bn': counts['params_no_bn'],
-            'madds': counts['madds']}
+            'madds': counts['madds'], **self._evaluation_counts(num_classes)}
+
+  def _evaluation_counts(self, num_classes: int) -> dict[str, Any]:
+    """MAdds of evaluating one image as configured (all 12 evaluations with MF)."""
+    model = self.config.model
+    stride, multi_scale_flip = self._evaluation()
+    counts = segmentation_stats.count_deeplab_model(
+        f'{MODEL_NAME}_{model.backbone}', self.config.data.resolution, stride, model.aspp,
+        multi_scale_flip, num_classes=num_classes, width_multiplier=model.width_multiplier,
+        aspp_convolution=model.aspp_convolution, convention='exact')
+    return {'eval_output_stride': stride, 'eval_multi_scale_flip': multi_scale_flip,
+            'eval_madds': counts['madds']}
 
   # --- examples ------------------------------------------------------------------
 

@@ -510,7 +510,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     wall_time = lambda: previous_wall_time + time.time() - start_time
 
     p_eval_step = dp.wrap_eval_step(functools.partial(step_lib.eval_step,
-                                                      evaluate_fn=task.evaluate))
+                                                      evaluate_fn=task.evaluate,
+                                                      predict_fn=task.predictor(model)))
     writer = metrics_lib.MetricsWriter(workdir, is_primary=is_primary, resume_step=start_step)
     final_metrics_path = os.path.join(workdir, FINAL_METRICS_FILE)
     if config.eval_only:

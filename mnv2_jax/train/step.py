@@ -16,6 +16,7 @@ the batch statistics over the axis (`create_model`), the moving averages are
 then already equal and the `pmean` changes nothing.
 """
 
+import functools
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -109,7 +110,8 @@ def train_step(state: TrainState, batch: Batch, dropout_rng: jax.Array, *,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: Batch, *, axis_name: str, evaluate_fn: EvaluateFn
+def eval_step(state: TrainState, batch: Batch, *, axis_name: str, evaluate_fn: EvaluateFn,
+              predict_fn: Optional[Callable[[Any, jax.Array], Any]] = None
               ) -> tuple[Dict[str, jax.Array], Dict[str, jax.Array]]:
   """The task's evaluation of the raw and the EMA weights on this device's examples.
 
@@ -119,6 +121,8 @@ def eval_step(state: TrainState, batch: Batch, *, axis_name: str, evaluate_fn: E
       'mask' (bool [B], False on padding, which then counts nowhere).
     axis_name: the mapped device axis.
     evaluate_fn: the task's `evaluate(outputs, batch, mask) -> (sums, examples)`.
+    predict_fn: the task's `predictor(model)`: (variables, images) -> outputs;
+      None: `state.apply_fn` in inference mode.
 
   Returns:
     (sums, examples): sums psum'd over the devices, with 'count' (real
@@ -129,9 +133,11 @@ def eval_step(state: TrainState, batch: Batch, *, axis_name: str, evaluate_fn: E
   mask = batch.get('mask')
   mask = (jnp.ones(batch['image'].shape[:1], jnp.float32) if mask is None
           else mask.astype(jnp.float32))
+  if predict_fn is None:
+    predict_fn = functools.partial(state.apply_fn, train=False)
   sums, examples = {'count': jnp.sum(mask)}, {}
   for prefix, variables in (('', state.variables), ('ema_', state.ema_variables)):
-    outputs = state.apply_fn(variables, batch['image'], train=False)
+    outputs = predict_fn(variables, batch['image'])
     task_sums, task_examples = evaluate_fn(outputs, batch, mask)
     sums.update({prefix + name: value for name, value in task_sums.items()})
     examples.update({prefix + name: value for name, value in task_examples.items()})
