@@ -13,8 +13,7 @@ holds the inference network: BN with its moving statistics (the converter folds
 it into the convolutions), no dropout; input float32 NHWC images in [-1, 1]
 (the eval preprocessing, `x / 127.5 - 1`) of shape (N, R, R, 3), output the
 logits (N, classes). R is the source's resolution unless --resolution, N is 1
-unless --batch; `--batch dynamic` leaves N open (TFLite only: tf2onnx's model
-of such a file keeps batch 1 in a Reshape). `--memory-split T` exports
+unless --batch; `--batch dynamic` leaves N open. `--memory-split T` exports
 MobileNetV2's Section 5.1 inference (bottlenecks in T channel groups,
 `models/memory_split.py`).
 
@@ -129,17 +128,20 @@ def inference_model(model: nn.Module, memory_split: int = 1) -> nn.Module:
 
 
 def _pointwise_as_convolution(next_fun, args, kwargs, context):
-  """Flax method interceptor: a 1x1 convolution over 1-pixel-wide maps as a convolution.
+  """Flax method interceptor: every 1x1 convolution exported as a convolution.
 
-  TF 2.21's converter lowers our 1x1 convolution (a dot_general over the
-  channel axis, `layers.pointwise_conv`) to tfl.batch_matmul and then rejects
-  it when the width axis is 1 ("invalid output rank, expected 3 but got 4"),
-  i.e. in the last blocks at 32 px. The same product as a convolution becomes
-  a CONV_2D.
+  Our 1x1 convolution is a dot_general over the channel axis
+  (`layers.pointwise_conv`), which TF 2.21's converter lowers to reshapes around
+  tfl.batch_matmul / fully_connected. Two converters then fail on it: the TFLite
+  converter rejects it where the width axis is 1 ("invalid output rank,
+  expected 3 but got 4", the last blocks at 32 px), and tf2onnx's model of a
+  dynamic-batch file computes those reshapes' shapes wrongly (ONNX Runtime
+  refuses any batch but 1). The same product as a convolution is one CONV_2D
+  (ONNX Conv) that takes any batch and width, as TF-Slim's graphs had it.
   """
   inputs = args[0] if args else None
   if (isinstance(context.module, layers.PointwiseConv) and context.method_name == '__call__'
-      and inputs is not None and inputs.ndim == 4 and inputs.shape[2] == 1):
+      and inputs is not None and inputs.ndim == 4):
     kernel = context.module.get_variable('params', 'kernel').astype(inputs.dtype)
     return jax.lax.conv_general_dilated(inputs, kernel, (1, 1), 'VALID',
                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -234,7 +236,9 @@ class Runtime:
       if threads:
         options.intra_op_num_threads = options.inter_op_num_threads = threads
       self._session = ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
-      self.input_shape = tuple(self._session.get_inputs()[0].shape)
+      # A dynamic side is a name (str) in ONNX Runtime.
+      self.input_shape = tuple(side if isinstance(side, int) else None
+                               for side in self._session.get_inputs()[0].shape)
     else:
       raise ValueError(f'file_format must be one of {list(FORMATS)}, got {file_format!r}.')
 
@@ -250,9 +254,10 @@ class Runtime:
     images = np.asarray(images, np.float32)
     batch = self.input_shape[0]
     if batch is None:
-      index = self._interpreter.get_input_details()[0]['index']
-      self._interpreter.resize_tensor_input(index, images.shape)
-      self._interpreter.allocate_tensors()
+      if self.file_format == 'tflite':
+        index = self._interpreter.get_input_details()[0]['index']
+        self._interpreter.resize_tensor_input(index, images.shape)
+        self._interpreter.allocate_tensors()
       return self._run(images)
     outputs = []
     for start in range(0, len(images), batch):
@@ -363,7 +368,7 @@ def export(source: Source, file_format: str, *, resolution: Optional[int] = None
            calibration: Optional[np.ndarray] = None) -> bytes:
   """The exported model of `source` as bytes, checked to run in its runtime.
 
-  `batch` None: a dynamic batch size (TFLite only). int8 is calibrated on
+  `batch` None: a dynamic batch size. int8 is calibrated on
   `calibration` (float32 NHWC images in [-1, 1]) if given, else on the run's
   training images (`calibration_images`).
   """
@@ -377,10 +382,6 @@ def export(source: Source, file_format: str, *, resolution: Optional[int] = None
     raise ExportError(f'--memory-split {memory_split} at {resolution} px: the last blocks\' '
                       f'feature maps are 1 pixel wide, where the TFLite converter fails on '
                       f'the split projection; use --resolution {OUTPUT_STRIDE + 1} or more.')
-  if batch is None and file_format == 'onnx':
-    raise ExportError('--batch dynamic is for --format tflite: tf2onnx\'s ONNX model of a '
-                      'dynamic-batch TFLite model keeps batch 1 in a Reshape, which ONNX Runtime '
-                      'refuses for other batches; give a --batch N.')
   missing = missing_packages(file_format)
   if missing:
     raise errors.UserError(f'--format {file_format} needs {", ".join(missing)}: install the '
@@ -490,7 +491,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--resolution', type=int,
                       help='input side in pixels (>= 32); default: the source\'s')
   parser.add_argument('--batch', type=_batch, default=1,
-                      help='batch size of the input, or \'dynamic\' (TFLite only)')
+                      help='batch size of the input, or \'dynamic\'')
   parser.add_argument('--quantize', choices=QUANTIZATIONS, default='none')
   parser.add_argument('--memory-split', type=_positive_int, default=1,
                       help='MobileNetV2 bottlenecks in T channel groups (paper Section 5.1)')
