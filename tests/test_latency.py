@@ -73,6 +73,11 @@ def test_variants_are_the_exported_files_and_model_apply_at_batch_one():
   for variant in variants:
     logits = np.asarray(variant.run(images))
     assert logits.shape == (1, latency.NUM_CLASSES) and np.all(np.isfinite(logits))
+    assert (variant.model_bytes is None) == (variant.runtime == 'jax')
+  # A fresh process's peak resident set rises by what LiteRT allocates for one inference:
+  # more than nothing, less than the whole 0.35-wide network's float32 tensors at 40 px.
+  growth = latency.peak_memory_growth(variants[0].model_bytes, 'tflite', 40)
+  assert 0 < growth < 64 * 2**20, growth
 
 
 @pytest.mark.parametrize('flags, fragment', [

@@ -13,6 +13,15 @@ median and the 90th percentile, and the median's ratio to MobileNetV1 1.0's (sam
 precision, resolution) beside the paper's: 75 / 113 = 0.66 for MobileNetV2 1.0, 143 / 113 = 1.27
 for 1.4. `--split T` (T > 1) adds the float32 rows of MobileNetV2's Section 5.1 split inference.
 
+Peak memory (LiteRT and ONNX Runtime rows, 'peak MB'): both runtimes allocate in C++, where
+Python's allocator statistics cannot see, so each file is loaded and run once in a fresh Python
+process that imports only numpy and the runtime; the row reports how far that process's peak
+resident set (VmHWM, reset just before) rose above its resident set before the runtime read the
+model:
+the activation arena and working buffers, plus whatever the runtime copies of the weights
+(e.g. XNNPACK's packed kernels). Linux only (None elsewhere); JAX rows have none here (XLA's
+own temp memory is `--memory-split`'s column).
+
 The weights are random (latency does not depend on them); int8 is calibrated on random images.
 Threads: LiteRT's `num_threads`, ONNX Runtime's intra- and inter-op threads, and for JAX the XLA
 CPU flags `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=N`, which only act if
@@ -21,7 +30,11 @@ each JAX row says whether they took effect (`threads` None when not).
 """
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Callable, Optional, Sequence
 
@@ -66,6 +79,60 @@ class Variant:
   split: int
   threads: Optional[int]
   run: Callable[[np.ndarray], object]
+  # The exported file (LiteRT and ONNX Runtime rows), for the peak-memory process.
+  model_bytes: Optional[bytes] = None
+
+
+# Run by a fresh interpreter (argv: file, format, threads, side): only numpy and the runtime
+# are imported, so the resident set before loading the model is the runtime's own. (Not
+# ru_maxrss: Linux carries the forking parent's peak over into it.)
+_PEAK_MEMORY_CHILD = '''
+import json, sys
+import numpy as np
+path, file_format, threads, side = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+images = np.zeros((1, side, side, 3), np.float32)
+if file_format == 'tflite':
+  from ai_edge_litert import interpreter as litert
+else:
+  import onnxruntime as ort
+with open(path, 'rb') as f:
+  model = f.read()
+
+def status_bytes(field):
+  with open('/proc/self/status') as f:
+    return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ':'))
+
+with open('/proc/self/clear_refs', 'w') as f:
+  f.write('5')  # the peak resident set (VmHWM) starts again from the current one
+before = status_bytes('VmRSS')
+if file_format == 'tflite':
+  interpreter = litert.Interpreter(model_content=model, num_threads=threads)
+  interpreter.allocate_tensors()
+  interpreter.set_tensor(interpreter.get_input_details()[0]['index'], images)
+  interpreter.invoke()
+else:
+  options = ort.SessionOptions()
+  options.intra_op_num_threads = options.inter_op_num_threads = threads
+  session = ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
+  session.run(None, {session.get_inputs()[0].name: images})
+print(json.dumps({'before': before, 'peak': status_bytes('VmHWM')}))
+'''
+
+
+def peak_memory_growth(model_bytes: bytes, file_format: str, resolution: int,
+                       threads: int = 1) -> Optional[int]:
+  """Bytes by which one batch-1 inference of the file raises a fresh process's peak
+  resident set (see the module docstring); None off Linux."""
+  if not sys.platform.startswith('linux'):
+    return None
+  with tempfile.NamedTemporaryFile(suffix='.' + file_format) as f:
+    f.write(model_bytes)
+    f.flush()
+    result = subprocess.run(
+        [sys.executable, '-c', _PEAK_MEMORY_CHILD, f.name, file_format, str(threads),
+         str(resolution)], capture_output=True, text=True, check=True)
+  measured = json.loads(result.stdout.strip().splitlines()[-1])
+  return max(measured['peak'] - measured['before'], 0)
 
 
 def _random_variables(model, resolution: int) -> dict:
@@ -116,14 +183,17 @@ def build_variants(networks: Sequence[tuple[str, float]], resolutions: Sequence[
               run = export.Runtime(model_bytes, file_format, threads=threads)
               row_threads = threads
             variants.append(Variant(name, width, resolution, runtime, precision, split,
-                                    row_threads, run))
+                                    row_threads, run,
+                                    None if runtime == 'jax' else model_bytes))
   return variants
 
 
 def time_variants(variants: Sequence[Variant], runs: int = DEFAULT_RUNS,
                   warmup: int = WARMUP_RUNS,
-                  clock: Callable[[], float] = time.perf_counter) -> list[dict]:
-  """Median and 90th percentile (ms) of `runs` batch-1 runs of each variant, round-robin."""
+                  clock: Callable[[], float] = time.perf_counter,
+                  peak_memory: bool = True) -> list[dict]:
+  """Median and 90th percentile (ms) of `runs` batch-1 runs of each variant, round-robin,
+  and (`peak_memory`) the exported files' peak memory growth in MB."""
   if runs < 1:
     raise ValueError(f'runs must be >= 1, got {runs}.')
   images = {resolution: np.random.default_rng(1).uniform(
@@ -141,9 +211,18 @@ def time_variants(variants: Sequence[Variant], runs: int = DEFAULT_RUNS,
   rows = [{'model': variant.model, 'width': variant.width, 'resolution': variant.resolution,
            'runtime': variant.runtime, 'precision': variant.precision, 'split': variant.split,
            'threads': variant.threads, 'runs': runs,
-           'median_ms': float(np.median(times)), 'p90_ms': float(np.percentile(times, 90))}
+           'median_ms': float(np.median(times)), 'p90_ms': float(np.percentile(times, 90)),
+           'peak_memory_mb': _peak_memory_mb(variant) if peak_memory else None}
           for variant, times in zip(variants, milliseconds)]
   return with_ratios(rows)
+
+
+def _peak_memory_mb(variant: Variant) -> Optional[float]:
+  if variant.model_bytes is None:
+    return None
+  growth = peak_memory_growth(variant.model_bytes, FILE_FORMATS[variant.runtime],
+                              variant.resolution, variant.threads or 1)
+  return None if growth is None else growth / 2**20
 
 
 def with_ratios(rows: Sequence[dict]) -> list[dict]:
@@ -178,7 +257,7 @@ def ordering_holds(rows: Sequence[dict]) -> dict[tuple[str, str, int], Optional[
 
 def format_table(rows: Sequence[dict]) -> str:
   header = ('model', 'width', 'res', 'runtime', 'precision', 'split', 'threads', 'median ms',
-            'p90 ms', 'vs V1 1.0', 'paper')
+            'p90 ms', 'vs V1 1.0', 'paper', 'peak MB')
   lines = [header]
   for row in rows:
     lines.append((row['model'], f'{row["width"]:g}', str(row['resolution']), row['runtime'],
@@ -186,7 +265,8 @@ def format_table(rows: Sequence[dict]) -> str:
                   '-' if row['threads'] is None else str(row['threads']),
                   f'{row["median_ms"]:.2f}', f'{row["p90_ms"]:.2f}',
                   '-' if row['ratio_to_v1'] is None else f'{row["ratio_to_v1"]:.2f}',
-                  '-' if row['paper_ratio_to_v1'] is None else f'{row["paper_ratio_to_v1"]:.2f}'))
+                  '-' if row['paper_ratio_to_v1'] is None else f'{row["paper_ratio_to_v1"]:.2f}',
+                  '-' if row.get('peak_memory_mb') is None else f'{row["peak_memory_mb"]:.1f}'))
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
   table = '\n'.join('  '.join(cell.ljust(w) if i < 5 else cell.rjust(w)
                               for i, (cell, w) in enumerate(zip(line, widths)))
@@ -202,10 +282,10 @@ def format_table(rows: Sequence[dict]) -> str:
 def latency_rows(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[int] = (224,),
                  runtimes: Sequence[str] = RUNTIMES, splits: Sequence[int] = (1,),
                  threads: int = 1, runs: int = DEFAULT_RUNS,
-                 jax_threads: Optional[int] = None) -> list[dict]:
+                 jax_threads: Optional[int] = None, peak_memory: bool = True) -> list[dict]:
   """MobileNetV1 1.0 and MobileNetV2 at `widths` (with 1.0 and 1.4), timed (see module doc)."""
   networks = [BASELINE] + [('mobilenet_v2', width)
                            for width in sorted(set(DEFAULT_WIDTHS) | set(widths))]
   variants = build_variants(networks, resolutions, runtimes, sorted(set(splits) | {1}),
                             threads, jax_threads)
-  return time_variants(variants, runs)
+  return time_variants(variants, runs, peak_memory=peak_memory)
