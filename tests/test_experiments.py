@@ -5,9 +5,10 @@ import json
 import math
 import pathlib
 
+import numpy as np
 import pytest
 
-from experiments import collect, figures
+from experiments import collect, detection_baseline, figures
 from synthetic_runs import write_run
 
 SWEEP_RESOLUTIONS = (32, 48, 64)
@@ -368,3 +369,15 @@ def test_metric_falls_back_to_raw_weights_without_ema():
                               'final_ema_top1') == 42.0
   assert math.isclose(figures.metric_value({'final_ema_top1': 41.0, 'final_top1': 42.0},
                                            'final_ema_top1'), 41.0)
+
+
+def test_random_detection_boxes_are_valid_corners_of_any_class_and_repeat_for_a_seed():
+  first = detection_baseline.random_detections(50, 100, 20, seed=3)
+  again = detection_baseline.random_detections(50, 100, 20, seed=3)
+  for key in first:
+    np.testing.assert_array_equal(first[key], again[key])
+  boxes = first['boxes']
+  assert boxes.shape == (50, 100, 4) and 0 <= boxes.min() and boxes.max() <= 1
+  sides = boxes[..., 2:] - boxes[..., :2]
+  assert sides.min() >= detection_baseline.MIN_SIDE * 0.99
+  assert set(np.unique(first['classes'])) == set(range(20)) and first['valid'].all()
