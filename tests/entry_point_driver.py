@@ -30,6 +30,7 @@ ENTRY_POINTS = {
     'experiments.collect': ('experiments.collect', 'main'),
     'experiments.figures': ('experiments.figures', 'main'),
     'experiments.claims': ('experiments.claims', 'main'),
+    'experiments.detection_baseline': ('experiments.detection_baseline', 'main'),
 }
 
 

@@ -210,6 +210,12 @@ def _cases(paths):
       ('export to a directory', 'mnv2_jax.export',
        ['--workdir', paths['other_model'], '--format', 'tflite', '--out', paths['root']],
        [paths['root']]),
+      ('export batch that is no number', 'mnv2_jax.export',
+       ['--workdir', paths['other_model'], '--format', 'onnx', '--batch', 'any', '--out',
+        os.path.join(paths['root'], 'model.onnx')], ['--batch', "'any'"]),
+      ('export --raw of a pretrained directory', 'mnv2_jax.export',
+       ['--pretrained', paths['pretrained_width_half'], '--raw', '--format', 'tflite', '--out',
+        os.path.join(paths['root'], 'model.tflite')], ['--raw']),
       # python -m mnv2_jax.detect
       ('detect with a classification workdir', 'mnv2_jax.detect',
        ['--workdir', paths['other_model'], paths['a_file']],
@@ -251,6 +257,8 @@ def _cases(paths):
       ('unknown figure metric', 'experiments.figures',
        ['--workroot', paths['workroot'], '--metric', 'accuracy'], ['--metric']),
       ('claims of a missing workroot', 'experiments.claims', ['--workroot', new], [new]),
+      ('random-box baseline of a missing config', 'experiments.detection_baseline',
+       ['--config', 'configs/nonexistent.py'], ['configs/nonexistent.py']),
   ]
 
 
