@@ -6,13 +6,12 @@ Exports MobileNetV2 (random weights) unsplit, split with the group loop (a
 WHILE, what `mnv2_jax.export --memory-split` writes) and split with the loop
 unrolled (`memory_split.UNROLL_GROUPS`, every kernel slice a constant), in
 float32 and int8, and prints for each: batch-1 latency in LiteRT on one thread
-(median of 30), the peak memory growth of one inference in a fresh process
+(median of 30, as `mnv2_jax.stats --latency` times), the peak memory growth of one inference in a fresh process
 (`mnv2_jax.stats.latency.peak_memory_growth`) and the file size (parity of the
 split files is tests/test_export.py's). Results: docs/export.md.
 """
 
 import argparse
-import time
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from mnv2_jax.models import memory_split
 from mnv2_jax.models.mobilenet_v2 import MobileNetV2
 from mnv2_jax.stats import latency
 
-RUNS, WARMUP = 30, 5
+RUNS = 30
 
 
 def main() -> None:
@@ -35,28 +34,24 @@ def main() -> None:
   source = export.Source(model, variables, args.resolution, latency.NUM_CLASSES, 'random')
   calibration = np.random.default_rng(0).uniform(
       -1, 1, (8, args.resolution, args.resolution, 3)).astype(np.float32)
-  image = calibration[:1]
   for form, split, unroll in (('unsplit', 1, False), ('loop', args.split, False),
                               ('unrolled', args.split, True)):
     memory_split.UNROLL_GROUPS = unroll
-    for quantize in ('none', 'int8'):
+    for precision, quantize in (('float32', 'none'), ('int8', 'int8')):
       try:
         model_bytes = export.export(source, 'tflite', memory_split=split, quantize=quantize,
                                     calibration=calibration)
       except export.ExportError as e:
-        print(f'{form:9s} {quantize:5s} refused: {e}')
+        print(f'{form:9s} {precision:7s} refused: {e}')
         continue
-      runtime = export.Runtime(model_bytes, 'tflite', threads=1)
-      for _ in range(WARMUP):
-        runtime(image)
-      times = []
-      for _ in range(RUNS):
-        start = time.perf_counter()
-        runtime(image)
-        times.append(time.perf_counter() - start)
-      growth = latency.peak_memory_growth(model_bytes, 'tflite', args.resolution)
-      print(f'{form:9s} {quantize:5s} {np.median(times) * 1000:7.2f} ms  peak '
-            f'{growth / 2**20:5.1f} MB  file {len(model_bytes) / 2**20:5.1f} MB', flush=True)
+      # Timed and measured as `python -m mnv2_jax.stats --latency` times its rows.
+      variant = latency.Variant('mobilenet_v2', args.width, args.resolution, 'litert',
+                                precision, split, 1,
+                                export.Runtime(model_bytes, 'tflite', threads=1), model_bytes)
+      [row] = latency.time_variants([variant], runs=RUNS)
+      print(f'{form:9s} {precision:7s} {row["median_ms"]:7.2f} ms  peak '
+            f'{row["peak_memory_mb"]:5.1f} MB  file {len(model_bytes) / 2**20:5.1f} MB',
+            flush=True)
   memory_split.UNROLL_GROUPS = False
 
 

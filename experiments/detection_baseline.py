@@ -26,8 +26,9 @@ from mnv2_jax.tasks import detection
 MIN_SIDE = 0.01
 
 
-def ground_truth(config) -> dict[str, np.ndarray]:
-  """The eval split's padded ground truth, as the loop's evaluation sees it (real images)."""
+def ground_truth(config) -> tuple[dict[str, np.ndarray], int]:
+  """The eval split's padded ground truth, as the loop's evaluation sees it (real images),
+  and the dataset's number of classes."""
   task = tasks.get_task(config)
   data.validate_data_config(config.data, num_devices=1, process_count=1,
                             check_dataset=task.check_dataset)
@@ -39,11 +40,7 @@ def ground_truth(config) -> dict[str, np.ndarray]:
     for key, field in (('gt_boxes', 'boxes'), ('gt_labels', 'labels'),
                        ('gt_valid', 'boxes_valid'), ('gt_crowd', 'boxes_crowd')):
       parts[key].append(np.asarray(batch[field])[real])
-  arrays = {key: np.concatenate(value) for key, value in parts.items()}
-  # Not COCO fields: main() takes them out before scoring.
-  arrays['gt_boxes_count'] = np.arange(len(arrays['gt_boxes']))
-  arrays['num_classes'] = num_classes
-  return arrays
+  return {key: np.concatenate(value) for key, value in parts.items()}, num_classes
 
 
 def random_detections(num_images: int, num_boxes: int, num_classes: int,
@@ -71,8 +68,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = [int(seed) for seed in args.seeds.split(',')]
     path, arg = manifest.split_config_arg(args.config)
     config = manifest.load_config_module(path).get_config(arg)
-    truth = ground_truth(config)
-  num_images, num_classes = len(truth.pop('gt_boxes_count')), truth.pop('num_classes')
+    truth, num_classes = ground_truth(config)
+  num_images = len(truth['gt_boxes'])
   results = []
   for seed in seeds:
     examples = dict(truth, **random_detections(num_images, args.boxes, num_classes, seed))

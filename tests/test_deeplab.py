@@ -13,11 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import deeplab_default
 from mnv2_jax.models import deeplab_architecture
 from mnv2_jax.models.deeplab import DeepLabV3, resize_bilinear_align_corners
 from mnv2_jax.segmentation import inference
 from mnv2_jax.stats import segmentation
 from mnv2_jax.stats.__main__ import main as stats_main
+from mnv2_jax.tasks import segmentation as segmentation_task
 from test_stats import traced_macs
 
 TABLE7 = {(row['network'], row['output_stride'], row['aspp'], row['multi_scale_flip']): row
@@ -387,8 +389,6 @@ def test_the_segmentation_tasks_evaluation_runs_the_trained_weights_at_its_strid
     monkeypatch):
   """Trained at output stride 16, evaluated at 8 on the same weights (only the dilations and
   ASPP's rates change); multi-scale + flip comes out as log-probabilities."""
-  from configs import deeplab_default  # pylint: disable=g-import-not-at-top
-  from mnv2_jax.tasks import segmentation as segmentation_task  # pylint: disable=g-import-not-at-top
   model, variables = _tiny_model_and_variables()
   config = deeplab_default.get_config()
   with config.unlocked():

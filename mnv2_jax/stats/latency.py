@@ -17,8 +17,7 @@ Peak memory (LiteRT and ONNX Runtime rows, 'peak MB'): both runtimes allocate in
 Python's allocator statistics cannot see, so each file is loaded and run once in a fresh Python
 process that imports only numpy and the runtime; the row reports how far that process's peak
 resident set (VmHWM, reset just before) rose above its resident set before the runtime read the
-model:
-the activation arena and working buffers, plus whatever the runtime copies of the weights
+model: the activation arena and working buffers, plus whatever the runtime copies of the weights
 (e.g. XNNPACK's packed kernels). Linux only (None elsewhere); JAX rows have none here (XLA's
 own temp memory is `--memory-split`'s column).
 
@@ -190,10 +189,9 @@ def build_variants(networks: Sequence[tuple[str, float]], resolutions: Sequence[
 
 def time_variants(variants: Sequence[Variant], runs: int = DEFAULT_RUNS,
                   warmup: int = WARMUP_RUNS,
-                  clock: Callable[[], float] = time.perf_counter,
-                  peak_memory: bool = True) -> list[dict]:
+                  clock: Callable[[], float] = time.perf_counter) -> list[dict]:
   """Median and 90th percentile (ms) of `runs` batch-1 runs of each variant, round-robin,
-  and (`peak_memory`) the exported files' peak memory growth in MB."""
+  and the exported files' peak memory growth in MB."""
   if runs < 1:
     raise ValueError(f'runs must be >= 1, got {runs}.')
   images = {resolution: np.random.default_rng(1).uniform(
@@ -212,7 +210,7 @@ def time_variants(variants: Sequence[Variant], runs: int = DEFAULT_RUNS,
            'runtime': variant.runtime, 'precision': variant.precision, 'split': variant.split,
            'threads': variant.threads, 'runs': runs,
            'median_ms': float(np.median(times)), 'p90_ms': float(np.percentile(times, 90)),
-           'peak_memory_mb': _peak_memory_mb(variant) if peak_memory else None}
+           'peak_memory_mb': _peak_memory_mb(variant)}
           for variant, times in zip(variants, milliseconds)]
   return with_ratios(rows)
 
@@ -282,10 +280,10 @@ def format_table(rows: Sequence[dict]) -> str:
 def latency_rows(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[int] = (224,),
                  runtimes: Sequence[str] = RUNTIMES, splits: Sequence[int] = (1,),
                  threads: int = 1, runs: int = DEFAULT_RUNS,
-                 jax_threads: Optional[int] = None, peak_memory: bool = True) -> list[dict]:
+                 jax_threads: Optional[int] = None) -> list[dict]:
   """MobileNetV1 1.0 and MobileNetV2 at `widths` (with 1.0 and 1.4), timed (see module doc)."""
   networks = [BASELINE] + [('mobilenet_v2', width)
                            for width in sorted(set(DEFAULT_WIDTHS) | set(widths))]
   variants = build_variants(networks, resolutions, runtimes, sorted(set(splits) | {1}),
                             threads, jax_threads)
-  return time_variants(variants, runs, peak_memory=peak_memory)
+  return time_variants(variants, runs)
