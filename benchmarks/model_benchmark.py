@@ -24,7 +24,13 @@ entry point does (`mnv2_jax/allocator.py`): with jemalloc preloaded when the
 system has it, else with glibc's huge-page tunable. It applies to PyTorch in
 the same process alike; the report records which allocator was active.
 
+`--suite` times a fixed set of workloads instead (the sweeps' training sizes and
+1.0@224, batch-1 latency at two sizes, memory-efficient inference) and prints
+the JAX/PyTorch ratios against their targets as markdown tables
+(benchmarks/README.md keeps the latest).
+
 Examples:
+  python benchmarks/model_benchmark.py --suite
   python benchmarks/model_benchmark.py --width 1.0 --resolution 224 --batch 32 \
       --depthwise-impl xla,shifted --torch
   python benchmarks/model_benchmark.py --width 0.35 --resolution 96 --batch 8 --json
@@ -73,6 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='do not restart with jemalloc or glibc huge pages (the allocator '
                            'the process was started with is kept)')
   parser.add_argument('--json', action='store_true', help='print the results as JSON')
+  parser.add_argument('--suite', action='store_true',
+                      help='time the fixed set of workloads (training at the sweep sizes and '
+                           '1.0@224, batch-1 latency, memory_split) against PyTorch when '
+                           'installed; --width/--resolution/--batch/--torch are then ignored')
   args = parser.parse_args(argv)
   impls = [impl.strip() for impl in args.depthwise_impl.split(',') if impl.strip()]
   for impl in impls:
@@ -103,7 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 class JaxEngine:
   """One Flax model configuration: a compiled training step and batch-1 inference."""
 
-  def __init__(self, args: argparse.Namespace, depthwise_impl: str):
+  def __init__(self, args: argparse.Namespace, depthwise_impl: str, train: bool = True,
+               memory_split: int = 1):
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -127,6 +138,11 @@ class JaxEngine:
         rng.uniform(-1, 1, (args.batch, args.resolution, args.resolution, 3)), jnp.float32)
     self.labels = jnp.asarray(rng.integers(0, args.num_classes, args.batch), jnp.int32)
     variables = jax.jit(lambda: model.init(jax.random.key(0), self.images[:1], train=False))()
+    if memory_split > 1:
+      self.name += f'/memory_split={memory_split}'
+      inference_model = model.clone(memory_split=memory_split)
+    else:
+      inference_model = model
     # TF1 RMSProp as in the paper's recipe (decay 0.9, momentum 0.9, eps 1.0 inside the sqrt).
     optimizer = optax.rmsprop(0.045 * args.batch / 96, decay=0.9, eps=1.0, initial_scale=1.0,
                               eps_in_sqrt=True, momentum=0.9)
@@ -142,18 +158,21 @@ class JaxEngine:
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    self.state = (variables['params'], variables['batch_stats'],
-                  optimizer.init(variables['params']))
-    start = time.perf_counter()
-    self._train_step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
-        *self.state, self.images, self.labels, 0).compile()
-    self.compile_seconds = time.perf_counter() - start
+    self.compile_seconds = None
+    if train:
+      self.state = (variables['params'], variables['batch_stats'],
+                    optimizer.init(variables['params']))
+      start = time.perf_counter()
+      self._train_step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
+          *self.state, self.images, self.labels, 0).compile()
+      self.compile_seconds = time.perf_counter() - start
     self._step = 0
 
     image = self.images[:1]
     start = time.perf_counter()
-    self._infer = jax.jit(lambda variables, image: model.apply(variables, image, train=False)).lower(
-        variables, image).compile()
+    self._infer = jax.jit(
+        lambda variables, image: inference_model.apply(variables, image, train=False)).lower(
+            variables, image).compile()
     self.inference_compile_seconds = time.perf_counter() - start
     self._inference_args = (jax.tree.map(jnp.copy, variables), image)
     self._block = jax.block_until_ready
@@ -387,6 +406,187 @@ def run(args: argparse.Namespace) -> dict:
   }
 
 
+# ----------------------------------------------------------------------------- the suite
+
+# (label, width, resolution, batch, target JAX/PyTorch training throughput). The
+# first three are the sweeps' workloads (configs/default.py: the main job and
+# Figure 6 at 0.35 @ 48 px, CPU Figure 5 at 64 px), the last the paper's size.
+SUITE_TRAINING = (
+    ('0.35@48 batch 64', 0.35, 48, 64, 1.5),
+    ('1.0@64 batch 32', 1.0, 64, 32, 1.5),
+    ('1.4@64 batch 32', 1.4, 64, 32, 1.5),
+    ('1.0@224 batch 32', 1.0, 224, 32, 1.0),
+)
+# (label, width, resolution): batch-1 inference, target JAX <= PyTorch.
+SUITE_LATENCY = (('1.0@224', 1.0, 224), ('0.35@96', 0.35, 96))
+# Memory-efficient inference (Section 5.1) at 1.0 @ 224: T=4 within 1.3x of T=1.
+SUITE_MEMORY_SPLIT, SUITE_MEMORY_SPLIT_TARGET = 4, 1.3
+# A round times each engine for about this long, so small and large steps get alike weight.
+SUITE_SECONDS_PER_ROUND = 1.5
+
+
+def machine_description() -> dict:
+  """`lscpu`'s model name and the vector extensions that matter to XLA:CPU and oneDNN."""
+  model, flags = 'unknown', set()
+  try:
+    with open('/proc/cpuinfo') as cpuinfo:
+      for line in cpuinfo:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and model == 'unknown':
+          model = value.strip()
+        elif key.strip() == 'flags' and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  wanted = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_bf16')
+  return {'cpu_model': model, 'cpu_flags': [flag for flag in wanted if flag in flags],
+          'cpu_count': os.cpu_count()}
+
+
+def _interleaved_step_times(engines, rounds: int, warmup_steps: int) -> dict:
+  """Median seconds per training step of each engine, timed in interleaved rounds."""
+  warm = {}
+  for engine in engines:
+    times = [_time(engine.train_step) for _ in range(max(1, warmup_steps))]
+    warm[engine.name] = statistics.median(times)
+  steps_per_round = {name: max(1, min(20, round(SUITE_SECONDS_PER_ROUND / seconds)))
+                     for name, seconds in warm.items()}
+  times = {engine.name: [] for engine in engines}
+  for _ in range(rounds):
+    for engine in engines:
+      for _ in range(steps_per_round[engine.name]):
+        times[engine.name].append(_time(engine.train_step))
+  return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _interleaved_latency_ms(engines, runs: int) -> dict:
+  for engine in engines:
+    for _ in range(3):
+      engine.infer_one()
+  times = {engine.name: [] for engine in engines}
+  for _ in range(runs):
+    for engine in engines:
+      times[engine.name].append(_time(engine.infer_one) * 1e3)
+  return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _with_workload(args: argparse.Namespace, **changes) -> argparse.Namespace:
+  return argparse.Namespace(**{**vars(args), **changes})
+
+
+def run_suite(args: argparse.Namespace) -> dict:
+  """Every workload of the suite: JAX against PyTorch (when installed), engines interleaved."""
+  import gc  # pylint: disable=import-outside-toplevel
+
+  import jax  # pylint: disable=import-outside-toplevel
+  torch = import_torch()
+  impl = args.depthwise_impls[0]
+  training = []
+  for label, width, resolution, batch, target in SUITE_TRAINING:
+    print(f'suite: training {label} ...', file=sys.stderr, flush=True)
+    workload = _with_workload(args, width=width, resolution=resolution, batch=batch)
+    engines = [JaxEngine(workload, impl)]
+    first_step = {engines[0].name: engines[0].compile_seconds
+                  + _time(engines[0].train_step)}
+    if torch is not None:
+      engines.append(TorchEngine(workload, torch))
+      first_step['torch'] = _time(engines[1].train_step)
+    seconds = _interleaved_step_times(engines, args.rounds, args.warmup_steps)
+    jax_name = engines[0].name
+    row = {'workload': label, 'batch': batch, 'jax_images_per_second': batch / seconds[jax_name],
+           'jax_compile_seconds': engines[0].compile_seconds,
+           'jax_first_step_seconds': first_step[jax_name], 'target_vs_torch': target}
+    if torch is not None:
+      row.update(torch_images_per_second=batch / seconds['torch'],
+                 torch_first_step_seconds=first_step['torch'],
+                 jax_vs_torch=seconds['torch'] / seconds[jax_name])
+      row['met'] = row['jax_vs_torch'] >= target
+    training.append(row)
+    del engines
+    gc.collect()
+
+  latency = []
+  for label, width, resolution in SUITE_LATENCY:
+    print(f'suite: batch-1 latency {label} ...', file=sys.stderr, flush=True)
+    workload = _with_workload(args, width=width, resolution=resolution, batch=1)
+    engines = [JaxEngine(workload, impl, train=False)]
+    if torch is not None:
+      engines.append(TorchEngine(workload, torch))
+    milliseconds = _interleaved_latency_ms(engines, args.latency_runs)
+    row = {'workload': label, 'jax_ms': milliseconds[engines[0].name],
+           'jax_compile_seconds': engines[0].inference_compile_seconds}
+    if torch is not None:
+      row.update(torch_ms=milliseconds['torch'], jax_vs_torch=row['jax_ms'] / milliseconds['torch'])
+      row['met'] = row['jax_ms'] <= milliseconds['torch']
+    latency.append(row)
+    del engines
+    gc.collect()
+
+  print(f'suite: memory_split={SUITE_MEMORY_SPLIT} latency 1.0@224 ...', file=sys.stderr,
+        flush=True)
+  workload = _with_workload(args, width=1.0, resolution=224, batch=1)
+  engines = [JaxEngine(workload, impl, train=False),
+             JaxEngine(workload, impl, train=False, memory_split=SUITE_MEMORY_SPLIT)]
+  milliseconds = _interleaved_latency_ms(engines, args.latency_runs)
+  whole, split = (milliseconds[engine.name] for engine in engines)
+  memory_split = {'workload': '1.0@224', 'memory_split': SUITE_MEMORY_SPLIT, 'whole_ms': whole,
+                  'split_ms': split, 'ratio': split / whole,
+                  'target': SUITE_MEMORY_SPLIT_TARGET,
+                  'met': split / whole <= SUITE_MEMORY_SPLIT_TARGET}
+  return {
+      'environment': {
+          **machine_description(), 'jax': jax.__version__, 'backend': jax.default_backend(),
+          'allocator': allocator.active_allocator(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'torch': getattr(torch, '__version__', None),
+          'torch_threads': torch.get_num_threads() if torch is not None else None,
+          'depthwise_impl': impl, 'dtype': args.dtype, 'rounds': args.rounds,
+          'latency_runs': args.latency_runs,
+      },
+      'torch_note': None if torch is not None else (
+          'torch is not installed: JAX alone (pip install torch==2.13.0 for the CPU build).'),
+      'training': training, 'latency': latency, 'memory_split': memory_split,
+  }
+
+
+def format_suite(report: dict) -> str:
+  env = report['environment']
+  yes_no = lambda row: '-' if 'met' not in row else ('yes' if row['met'] else 'no')
+  ratio = lambda row: f"{row['jax_vs_torch']:.2f}x" if 'jax_vs_torch' in row else '-'
+  lines = [
+      f"{env['cpu_model']} ({env['cpu_count']} CPUs; {' '.join(env['cpu_flags'])}), "
+      f"jax {env['jax']}, torch {env['torch'] or '-'} ({env['torch_threads'] or '-'} threads), "
+      f"allocator {env['allocator']}, XLA_FLAGS={env['xla_flags'] or '(none)'}, "
+      f"depthwise {env['depthwise_impl']}, {env['dtype']}",
+      '',
+      '| training | JAX img/s | PyTorch img/s | JAX / PyTorch | target | met '
+      '| JAX compile s | JAX first step s | PyTorch first step s |',
+      '|---|---|---|---|---|---|---|---|---|',
+  ]
+  for row in report['training']:
+    torch_ips = f"{row['torch_images_per_second']:.1f}" if 'torch_images_per_second' in row else '-'
+    torch_first = (f"{row['torch_first_step_seconds']:.2f}"
+                   if 'torch_first_step_seconds' in row else '-')
+    lines.append(f"| {row['workload']} | {row['jax_images_per_second']:.1f} | {torch_ips} "
+                 f"| {ratio(row)} | >= {row['target_vs_torch']:.1f}x | {yes_no(row)} "
+                 f"| {row['jax_compile_seconds']:.1f} | {row['jax_first_step_seconds']:.1f} "
+                 f"| {torch_first} |")
+  lines += ['', '| batch-1 latency | JAX ms | PyTorch ms | JAX / PyTorch | target | met '
+                '| JAX compile s |', '|---|---|---|---|---|---|---|']
+  for row in report['latency']:
+    torch_ms = f"{row['torch_ms']:.1f}" if 'torch_ms' in row else '-'
+    lines.append(f"| {row['workload']} | {row['jax_ms']:.1f} | {torch_ms} | {ratio(row)} "
+                 f"| <= 1.00x | {yes_no(row)} | {row['jax_compile_seconds']:.1f} |")
+  split = report['memory_split']
+  lines += ['', '| memory-efficient inference | T=1 ms | T=%d ms | ratio | target | met |'
+            % split['memory_split'], '|---|---|---|---|---|---|',
+            f"| {split['workload']} batch 1 | {split['whole_ms']:.1f} | {split['split_ms']:.1f} "
+            f"| {split['ratio']:.2f}x | <= {split['target']:.1f}x "
+            f"| {'yes' if split['met'] else 'no'} |"]
+  if report['torch_note']:
+    lines.append(report['torch_note'])
+  return '\n'.join(lines)
+
+
 def format_table(report: dict) -> str:
   config, env = report['config'], report['environment']
   lines = [
@@ -420,6 +620,10 @@ def main(argv=None) -> None:
   args = parse_args(argv)
   if not args.system_malloc:
     allocator.reexecute_with_fast_allocator()
+  if args.suite:
+    report = run_suite(args)
+    print(json.dumps(report, indent=2) if args.json else format_suite(report))
+    return
   report = run(args)
   print(json.dumps(report, indent=2) if args.json else format_table(report))
 

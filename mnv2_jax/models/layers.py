@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mnv2_jax.models import architecture
+from mnv2_jax.models.batch_norm import BatchNorm
 from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS
 
 # The official TF-Slim initialiser for every convolution, depthwise and logits kernel.
@@ -53,20 +54,21 @@ def relu6(x: jax.Array) -> jax.Array:
 
 
 def batch_norm(train: bool, axis_name: Optional[str], dtype: Any, name: str,
-               momentum: float = BATCH_NORM_MOMENTUM, zero_scale: bool = False) -> nn.BatchNorm:
+               momentum: float = BATCH_NORM_MOMENTUM, zero_scale: bool = False) -> BatchNorm:
   """BN over the batch; `axis_name` set means statistics are averaged across devices.
 
   `momentum` is the decay of the moving averages used at evaluation; the
   official 0.997 needs thousands of steps, short runs need a smaller one.
   `zero_scale` starts the scale (gamma) at 0 instead of 1, so the layer's
   output starts at its bias (0): for the last BN of a residual branch this
-  makes the block start as the identity (Goyal et al. 2017).
+  makes the block start as the identity (Goyal et al. 2017). The module is
+  `nn.BatchNorm`'s variables and values with a faster gradient (batch_norm.py).
   """
-  return nn.BatchNorm(use_running_average=not train, momentum=momentum,
-                      epsilon=BATCH_NORM_EPSILON, axis_name=axis_name if train else None,
-                      dtype=dtype, param_dtype=jnp.float32,
-                      scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
-                      name=name)
+  return BatchNorm(use_running_average=not train, momentum=momentum,
+                   epsilon=BATCH_NORM_EPSILON, axis_name=axis_name if train else None,
+                   dtype=dtype,
+                   scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+                   name=name)
 
 
 @jax.custom_vjp
