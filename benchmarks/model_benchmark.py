@@ -37,6 +37,8 @@ Examples:
 """
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import resource
@@ -58,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='t of every block but the first (MobileNetV2 only)')
   parser.add_argument('--depthwise-impl', default='auto',
                       help="comma-separated list of 'xla', 'shifted', 'auto'; each is timed")
+  parser.add_argument('--batch-norm', default='fused',
+                      help="comma-separated: 'fused' (the model's BatchNorm, hand-written "
+                           "gradient) and/or 'flax' (the same model with flax's nn.BatchNorm, "
+                           "the reference it was measured against)")
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--batch', type=int, default=32, help='training batch size')
   parser.add_argument('--resolution', type=int, default=224)
@@ -92,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if not impls:
     parser.error("--depthwise-impl is empty; give e.g. 'shifted' or 'xla,shifted'.")
   args.depthwise_impls = impls
+  args.batch_norms = [name.strip() for name in args.batch_norm.split(',') if name.strip()]
+  if not args.batch_norms or set(args.batch_norms) - {'fused', 'flax'}:
+    parser.error(f"--batch-norm: {args.batch_norm!r}; use 'fused', 'flax' or 'fused,flax'.")
   for name in ('batch', 'rounds', 'steps_per_round', 'latency_runs', 'num_classes'):
     if getattr(args, name) < 1:
       parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
@@ -110,11 +119,33 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- JAX
 
 
+@contextlib.contextmanager
+def _batch_norm_layer(batch_norm: str):
+  """While tracing: 'flax' builds the BN layers as flax's nn.BatchNorm (models/batch_norm.py's
+  reference: the same variables and values, the gradient JAX derives)."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from mnv2_jax.models import layers  # pylint: disable=import-outside-toplevel
+  saved = layers.BatchNorm
+  if batch_norm == 'flax':
+    layers.BatchNorm = functools.partial(nn.BatchNorm, param_dtype=jnp.float32)
+  try:
+    yield
+  finally:
+    layers.BatchNorm = saved
+
+
 class JaxEngine:
   """One Flax model configuration: a compiled training step and batch-1 inference."""
 
   def __init__(self, args: argparse.Namespace, depthwise_impl: str, train: bool = True,
-               memory_split: int = 1):
+               memory_split: int = 1, batch_norm: str = 'fused'):
+    # Everything is traced and compiled here, so the BN layer chosen holds for the engine.
+    with _batch_norm_layer(batch_norm):
+      self._build(args, depthwise_impl, train, memory_split, batch_norm)
+
+  def _build(self, args, depthwise_impl, train, memory_split, batch_norm):
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -126,6 +157,8 @@ class JaxEngine:
     self.name = f'jax/{depthwise_impl}'
     if depthwise_impl == 'auto':
       self.name += f'({resolve_depthwise_impl("auto")})'
+    if batch_norm == 'flax':
+      self.name += '/flax-bn'
     self.batch = args.batch
     dtype = jnp.bfloat16 if args.dtype == 'bfloat16' else jnp.float32
     kwargs = dict(num_classes=args.num_classes, width_multiplier=args.width,
@@ -187,6 +220,10 @@ class JaxEngine:
 
   def infer_one(self) -> None:
     self._block(self._infer(*self._inference_args))
+
+  def compiled_train_step_text(self) -> str:
+    """The optimised HLO of the compiled training step (for profiles and fingerprints)."""
+    return self._train_step.as_text()
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -320,9 +357,10 @@ def run(args: argparse.Namespace) -> dict:
 
   engines = []
   for impl in args.depthwise_impls:
-    print(f'compiling {args.model} {args.width}@{args.resolution} batch {args.batch} '
-          f'depthwise_impl={impl} ...', file=sys.stderr, flush=True)
-    engines.append(JaxEngine(args, impl))
+    for batch_norm in args.batch_norms:
+      print(f'compiling {args.model} {args.width}@{args.resolution} batch {args.batch} '
+            f'depthwise_impl={impl} batch_norm={batch_norm} ...', file=sys.stderr, flush=True)
+      engines.append(JaxEngine(args, impl, batch_norm=batch_norm))
   torch_note = None
   if args.torch:
     torch = import_torch()
