@@ -39,6 +39,7 @@ Examples:
 import argparse
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import resource
@@ -417,6 +418,11 @@ def run(args: argparse.Namespace) -> dict:
         'train_images_per_cpu_second': args.batch / cpu_median,
         'batch1_latency_ms_median': latency_ms.get(engine.name),
         'final_loss': losses.get(engine.name),
+        # Which program ran: benchmarks/xla_flags.py tells options that change it from those
+        # that do not (a difference in speed between equal programs is the machine's noise).
+        'train_step_hlo_sha1': (hashlib.sha1(engine.compiled_train_step_text().encode())
+                                .hexdigest() if hasattr(engine, 'compiled_train_step_text')
+                                else None),
     })
   torch_result = next((r for r in results if r['engine'] == 'torch'), None)
   if torch_result is not None:

@@ -6,7 +6,9 @@ per-kernel trace events on (`--xla_cpu_enable_xprof_traceme=true`, set here
 before JAX starts), and reads the Perfetto trace that JAX writes beside it
 (`create_perfetto_trace=True`): every XLA kernel's duration, summed over the
 profiled steps and over the threads that ran it (so the total can exceed the
-step's wall time on several cores), divided by the number of steps.
+step's wall time on several cores), divided by the number of steps. The trace
+events cost time themselves (a step with a few hundred small kernels runs up to
+~2x slower profiled): read the shares, and time steps with model_benchmark.py.
 
 Kernels are grouped by what they compute, read off the compiled HLO:
 convolutions (the stem; the 3x3 depthwise layers when XLA runs them as
@@ -29,8 +31,9 @@ import sys
 import tempfile
 
 # Before JAX initialises XLA: per-kernel trace events of the CPU backend.
-os.environ['XLA_FLAGS'] = ' '.join(filter(None, [os.environ.get('XLA_FLAGS'),
-                                                 '--xla_cpu_enable_xprof_traceme=true']))
+_TRACEME = '--xla_cpu_enable_xprof_traceme=true'
+if _TRACEME not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = ' '.join(filter(None, [os.environ.get('XLA_FLAGS'), _TRACEME]))
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model_benchmark  # noqa: E402  (after XLA_FLAGS)
@@ -103,6 +106,8 @@ def main(argv=None) -> None:
   parser.add_argument('--batch-norm', default='fused', choices=['fused', 'flax'])
   parser.add_argument('--top', type=int, default=15, help='kernels listed by name')
   args = parser.parse_args(argv)
+  # The allocator of the training entry points (model_benchmark.py's note on it).
+  model_benchmark.allocator.reexecute_with_fast_allocator()
   import jax  # pylint: disable=import-outside-toplevel
 
   bench_args = model_benchmark.parse_args([

@@ -2,10 +2,12 @@ r"""XLA:CPU's own options, each measured on the training step of the sweeps' wor
 
 XLA reads XLA_FLAGS once, when its CPU backend starts, so every option runs in
 its own process: `model_benchmark.py --json --skip-latency` with XLA_FLAGS set,
-for each workload. The variants run in turn and the baseline (no option) runs
-first and last, so a drift of the machine during the survey shows as two
-different baselines. Prints a markdown table: training img/s and the ratio to
-the mean of the two baselines, per workload, and the compile time.
+for each workload. The variants run in turn, `--repeats` times over (baseline
+first and last in each pass). One process per variant is not enough: on the
+2-core machine the same program measured 347 and 447 img/s in two processes,
+so the table gives the mean and range over the repeats, and says whether the
+option changed the optimised HLO at all (a change of speed without one is noise,
+unless the option acts on code generation: vector width, fast math).
 
   python benchmarks/xla_flags.py                       # every variant below
   python benchmarks/xla_flags.py --variants baseline,onednn --workloads 0.35:48:64
@@ -42,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--workloads', default=','.join(DEFAULT_WORKLOADS),
                       help='comma-separated width:resolution:batch')
   parser.add_argument('--rounds', type=int, default=3, help="model_benchmark's --rounds")
+  parser.add_argument('--repeats', type=int, default=2,
+                      help='processes per variant and workload, alternated with the others')
   args = parser.parse_args(argv)
   args.variants = [name.strip() for name in args.variants.split(',') if name.strip()]
   unknown = [name for name in args.variants if name not in VARIANTS]
@@ -71,14 +75,15 @@ def measure(flags: str, workload: tuple, rounds: int) -> dict:
     return {'error': completed.stderr.strip().splitlines()[-1:]}
   result = json.loads(completed.stdout)['results'][0]
   return {'images_per_second': result['train_images_per_second'],
-          'compile_seconds': result['compile_seconds']}
+          'compile_seconds': result['compile_seconds'], 'hlo': result['train_step_hlo_sha1']}
 
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  order = ['baseline'] + [name for name in args.variants if name != 'baseline'] + ['baseline']
-  measured = {name: {} for name in order}
-  for index, name in enumerate(order):
+  one_pass = ['baseline'] + [name for name in args.variants if name != 'baseline'] + ['baseline']
+  order = one_pass * max(1, args.repeats)
+  measured = {name: {} for name in one_pass}
+  for name in order:
     for workload in args.workloads:
       print(f'{name} ({VARIANTS[name] or "no options"}) {workload} ...', file=sys.stderr,
             flush=True)
@@ -86,8 +91,9 @@ def main(argv=None) -> None:
       measured[name].setdefault(workload, []).append(result)
   labels = [f'{w:g}@{r} batch {b}' for w, r, b in args.workloads]
   header = ('| variant | XLA_FLAGS | ' + ' | '.join(f'{label} img/s (vs baseline)'
-                                                  for label in labels) + ' | compile s |')
-  lines = [header, '|' + '---|' * (3 + len(labels))]
+                                                  for label in labels)
+            + ' | optimised HLO | compile s |')
+  lines = [header, '|' + '---|' * (4 + len(labels))]
   for name in dict.fromkeys(order):
     cells, compiles = [], []
     for workload in args.workloads:
@@ -104,8 +110,14 @@ def main(argv=None) -> None:
       cells.append(f'{rate:.1f}{spread} ({rate / base:.2f}x)')
       compiles += [r['compile_seconds'] for r in results]
     compile_cell = f'{statistics.mean(compiles):.1f}' if compiles else '-'
+    programs = {workload: {r.get('hlo') for r in measured[name][workload] if 'error' not in r}
+                for workload in args.workloads}
+    baselines = {workload: {r.get('hlo') for r in measured['baseline'][workload]
+                            if 'error' not in r} for workload in args.workloads}
+    program = ('-' if name == 'baseline' else
+               'same as baseline' if programs == baselines else 'differs')
     lines.append(f'| {name} | `{VARIANTS[name] or "(none)"}` | ' + ' | '.join(cells)
-                 + f' | {compile_cell} |')
+                 + f' | {program} | {compile_cell} |')
   print('\n'.join(lines))
 
 
