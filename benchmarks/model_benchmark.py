@@ -388,16 +388,7 @@ def run(args: argparse.Namespace) -> dict:
         f'{name} {statistics.median(times[-args.steps_per_round:]):.2f} s/step'
         for name, times in step_seconds.items()), file=sys.stderr, flush=True)
 
-  latency_ms = {}
-  if not args.skip_latency:
-    for engine in engines:
-      for _ in range(3):
-        engine.infer_one()
-    runs = {engine.name: [] for engine in engines}
-    for _ in range(args.latency_runs):
-      for engine in engines:
-        runs[engine.name].append(_time(engine.infer_one) * 1e3)
-    latency_ms = {name: statistics.median(values) for name, values in runs.items()}
+  latency_ms = {} if args.skip_latency else _interleaved_latency_ms(engines, args.latency_runs)
 
   results = []
   for engine in engines:
@@ -504,6 +495,7 @@ def _interleaved_step_times(engines, rounds: int, warmup_steps: int) -> dict:
 
 
 def _interleaved_latency_ms(engines, runs: int) -> dict:
+  """Median batch-1 milliseconds of each engine, after 3 warm-up calls, runs interleaved."""
   for engine in engines:
     for _ in range(3):
       engine.infer_one()

@@ -20,7 +20,6 @@ Example (the cost table of results/cpu/PROTOCOL.md):
 
 import argparse
 import os
-import subprocess
 import sys
 
 from launch import manifest
@@ -81,8 +80,7 @@ def main(argv=None) -> None:
       rows.append((sweep_name, name, config.data.batch_size / timing['step_seconds'], steps,
                    seconds))
 
-  model_name = subprocess.run(['bash', '-c', "lscpu | sed -n 's/^Model name: *//p'"],
-                              capture_output=True, text=True).stdout.strip()
+  model_name = model_benchmark.machine_description()['cpu_model']
   print(f'Machine: {model_name}, {os.cpu_count()} CPUs; allocator '
         f'{allocator.active_allocator()}.\n')
   print('| sweep | run | training img/s | steps | minutes per seed |')

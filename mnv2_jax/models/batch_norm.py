@@ -28,13 +28,13 @@ import jax
 import jax.numpy as jnp
 
 
-def _mean_over_batch(values: tuple, axes: tuple, axis_name: Optional[str]) -> tuple:
-  means = tuple(jnp.mean(v, axes) for v in values)
+def _mean_across_devices(means: tuple, axis_name: Optional[str]) -> tuple:
+  """Per-device means averaged over the mapped axis `axis_name` (unchanged when None)."""
   if axis_name is None:
     return means
   # One collective for all of them, as flax does for the statistics.
   reduced = jax.lax.pmean(jnp.stack(means), axis_name)
-  return tuple(reduced[i] for i in range(len(values)))
+  return tuple(reduced[i] for i in range(len(means)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -43,7 +43,8 @@ def normalize_with_batch_statistics(x: jax.Array, scale: jax.Array, bias: jax.Ar
   """(BN(x) in float32, batch mean, batch variance) over every axis but the last."""
   axes = tuple(range(x.ndim - 1))
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean, mean_of_squares = _mean_over_batch((x, jnp.square(x)), axes, axis_name)
+  mean, mean_of_squares = _mean_across_devices(
+      (jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)), axis_name)
   var = jnp.maximum(0.0, mean_of_squares - jnp.square(mean))
   return (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias, mean, var
 
@@ -64,8 +65,8 @@ def _backward(epsilon, axis_name, residuals, cotangents):
   grad_sum = jnp.sum(output_grad, axes)
   grad_x_hat_sum = jnp.sum(output_grad * x_hat, axes)
   count = x.size // x.shape[-1]
-  mean_grad, mean_grad_x_hat = _mean_over_batch(
-      (grad_sum / count, grad_x_hat_sum / count), (), axis_name)
+  mean_grad, mean_grad_x_hat = _mean_across_devices(
+      (grad_sum / count, grad_x_hat_sum / count), axis_name)
   x_grad = (scale * inverse_std) * (output_grad - mean_grad - x_hat * mean_grad_x_hat)
   return x_grad.astype(x.dtype), grad_x_hat_sum, grad_sum
 
