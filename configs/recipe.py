@@ -86,6 +86,9 @@ def train(**changes: Any) -> ml_collections.ConfigDict:
   section.keep_checkpoints = 3
   section.parallel_strategy = 'shard_map'  # or 'pmap'
   section.sync_batch_norm = False  # the official recipe keeps BN per worker
+  # > 0: every evaluation is also run with BN statistics recomputed on this many
+  # training batches ('eval_precise_bn_*'); the paper evaluates with the moving averages.
+  section.precise_batch_norm_batches = 0
   return config_sections.with_changes(section, 'train', changes)
 
 

@@ -218,6 +218,18 @@ class DataParallel:
     return jax.jit(jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(BATCH_AXIS)),
                                  out_specs=(P(), P(BATCH_AXIS)), check_vma=False))
 
+  def wrap_statistics_step(self, statistics_step: Callable[..., Any]
+                           ) -> Callable[[Any, Dict[str, Any]], Any]:
+    """`(state, batch) -> statistics` on all devices, for `statistics_step(state, batch, *,
+    axis_name)` returning values already averaged over the axis: replicated like the
+    state, so that they can replace parts of it."""
+    step = functools.partial(statistics_step, axis_name=BATCH_AXIS)
+    if self.strategy == 'pmap':
+      devices = self.devices if self._explicit_devices else None
+      return jax.pmap(step, axis_name=BATCH_AXIS, devices=devices)
+    return jax.jit(jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(BATCH_AXIS)),
+                                 out_specs=P(), check_vma=False))
+
   def gather_examples(self, examples: Dict[str, Any]) -> Dict[str, np.ndarray]:
     """Per-example outputs of a step, split along the batch, as host arrays of the GLOBAL
     batch in example order (every process gets all of them)."""

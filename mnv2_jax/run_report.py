@@ -51,6 +51,9 @@ def eval_line(eval_metrics: Mapping[str, float],
   key, label = headline[0]
   line = (f'eval {label} {eval_metrics[f"eval_{key}"]:.4f} '
           f'(EMA {eval_metrics[f"eval_ema_{key}"]:.4f})')
+  if f'eval_precise_bn_{key}' in eval_metrics:  # config.train.precise_batch_norm_batches
+    line += (f', precise BN {eval_metrics[f"eval_precise_bn_{key}"]:.4f} '
+             f'(EMA {eval_metrics[f"eval_precise_bn_ema_{key}"]:.4f})')
   if 'eval_loss' in eval_metrics:
     line += f', loss {eval_metrics["eval_loss"]:.4f}'
   return line

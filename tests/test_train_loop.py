@@ -149,6 +149,31 @@ def test_rerunning_a_finished_run_changes_nothing(finished_run, capsys):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_precise_batch_norm_is_reported_beside_the_moving_averages_changing_no_training_number(
+    tmp_path, finished_run):
+  config, workdir, _, _ = finished_run
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.train.precise_batch_norm_batches = 2
+  precise_workdir = str(tmp_path / 'precise')
+  with contextlib.redirect_stdout(io.StringIO()) as printed:
+    loop.train_and_evaluate(config, precise_workdir)
+  read = lambda directory: metrics.read_jsonl(os.path.join(directory, metrics.METRICS_FILE))
+  history, baseline = read(precise_workdir), read(workdir)
+  precise_keys = {'eval_precise_bn_top1', 'eval_precise_bn_top5', 'eval_precise_bn_loss',
+                  'eval_precise_bn_ema_top1', 'eval_precise_bn_ema_top5'}
+  evaluations = [row for row in history if 'eval_top1' in row]
+  assert [row['step'] for row in evaluations] == [2, 4]
+  assert all(precise_keys <= set(row) for row in evaluations)
+  for key in ('train_loss', 'eval_top1', 'eval_ema_top1', 'eval_loss'):
+    assert ([row[key] for row in history if key in row] ==
+            [row[key] for row in baseline if key in row]), key
+  final = _read_json(os.path.join(precise_workdir, loop.FINAL_METRICS_FILE))
+  assert final['eval_precise_bn_top1'] == evaluations[-1]['eval_precise_bn_top1']
+  assert final['eval_precise_bn_ema_top1'] == evaluations[-1]['eval_precise_bn_ema_top1']
+  assert 'precise BN' in printed.getvalue()
+
+
 def test_tfds_mock_cifar10_trains_and_evaluates(tmp_path, monkeypatch):
   utils.mock_tfds(monkeypatch)
   config = utils.tiny_config(None, num_steps=2)
@@ -200,6 +225,7 @@ def test_bad_config_fails_before_anything_is_compiled_or_written(tmp_path, monke
       ('train.parallel_strategy', 'ddp', 'config.train.parallel_strategy must be one of'),
       ('data.dataset', 'no_such_dataset', 'no_such_dataset'),
       ('data.batch_size', 12, '12'),  # not divisible by the 8 devices
+      ('train.precise_batch_norm_batches', -1, 'config.train.precise_batch_norm_batches must be'),
   ]:
     config = utils.tiny_config(None, num_steps=2)
     section, name = field.split('.')

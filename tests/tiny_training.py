@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from mnv2_jax.models.depthwise import DepthwiseConv
-from mnv2_jax.models.layers import batch_norm, conv, relu6
+from mnv2_jax.models.layers import BATCH_NORM_MOMENTUM, batch_norm, conv, relu6
 from mnv2_jax.tasks import classification
 
 NUM_CLASSES = 4
@@ -29,10 +29,12 @@ class TinyNet(nn.Module):
   num_classes: int = NUM_CLASSES
   dropout_rate: float = 0.0
   batch_norm_axis_name: Optional[str] = None
+  batch_norm_momentum: float = BATCH_NORM_MOMENTUM
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, jnp.float32, name)
+    norm = lambda name: batch_norm(train, self.batch_norm_axis_name, jnp.float32, name,
+                                   self.batch_norm_momentum)
     x = relu6(norm('stem_bn')(conv(8, 3, 2, jnp.float32, 'stem_conv')(x)))
     x = relu6(norm('depthwise_bn')(DepthwiseConv(stride=1, impl='xla', name='depthwise_conv')(x)))
     x = jnp.mean(x, axis=(1, 2))

@@ -66,6 +66,11 @@ from mnv2_jax.train import step as step_lib
 CONFIG_FILE = 'config.json'
 RUN_INFO_FILE = 'run_info.json'
 FINAL_METRICS_FILE = 'final_metrics.json'
+# Metrics with recomputed BN statistics (config.train.precise_batch_norm_batches) are
+# 'eval_precise_bn_<metric>' and 'eval_precise_bn_ema_<metric>'.
+PRECISE_BN_PREFIX = 'precise_bn_'
+# Their training batches come from the stream of seed + this offset, not the run's own.
+PRECISE_BN_SEED_OFFSET = 1_000_003
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -119,6 +124,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f'one of {list(parallel.STRATEGIES)}', train.parallel_strategy)
   _check(isinstance(train.sync_batch_norm, bool), 'train.sync_batch_norm', 'True or False',
          train.sync_batch_norm)
+  precise = train.get('precise_batch_norm_batches', 0)
+  _check(_is_int(precise) and precise >= 0, 'train.precise_batch_norm_batches',
+         'an integer >= 0 (0: evaluate with the BN moving averages only)', precise)
 
   _check(isinstance(config.get('eval_only'), bool), 'eval_only', 'True or False',
          config.get('eval_only'))
@@ -280,10 +288,10 @@ def _split_by_weights(values: dict) -> dict[str, dict]:
   return {'': raw, 'ema_': ema}
 
 
-def evaluate(p_eval_step, state, dp: parallel.DataParallel, config: ml_collections.ConfigDict,
-             task: tasks.Task) -> dict[str, float]:
-  """The task's metrics of the raw ('eval_*') and EMA ('eval_ema_*') weights over the
-  whole eval split."""
+def _evaluate_weights(p_eval_step, state, dp: parallel.DataParallel,
+                      config: ml_collections.ConfigDict, task: tasks.Task) -> dict[str, float]:
+  """The task's metrics of the raw ('eval_*') and EMA ('eval_ema_*') weights of `state`
+  over the whole eval split."""
   sums, examples = {}, {}
   iterator = data.create_eval_iterator(config.data, process_index=jax.process_index(),
                                        process_count=jax.process_count(),
@@ -309,15 +317,55 @@ def evaluate(p_eval_step, state, dp: parallel.DataParallel, config: ml_collectio
   return metrics
 
 
+def recompute_batch_norm(p_statistics_step, state, dp: parallel.DataParallel,
+                         config: ml_collections.ConfigDict, task: tasks.Task):
+  """`state` with the BN averages of its raw and EMA weights replaced by the mean of the
+  batch statistics of `config.train.precise_batch_norm_batches` training batches, the
+  weights fixed ("precise BN", Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm").
+
+  The moving averages trail weights that still move fast: early in a short run they
+  describe the network of tens of steps ago (results/cpu/PROTOCOL.md, section 2). The
+  batches are the training split's, augmented as in training, from a stream of their
+  own (seed + PRECISE_BN_SEED_OFFSET): the same ones at every evaluation, so that a
+  resumed run evaluates as an uninterrupted one and training sees the batches it would
+  have seen without this.
+  """
+  num_batches = config.train.precise_batch_norm_batches
+  iterator = data.create_train_iterator(
+      config.data, seed=config.seed + PRECISE_BN_SEED_OFFSET,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      example_fn=task.train_example)
+  total = None
+  for _ in range(num_batches):
+    statistics = p_statistics_step(state, dp.shard_batch(next(iterator)))
+    total = statistics if total is None else jax.tree.map(jnp.add, total, statistics)
+  return state.replace(**jax.tree.map(lambda x: x / num_batches, total))
+
+
+def evaluate(p_eval_step, state, dp: parallel.DataParallel, config: ml_collections.ConfigDict,
+             task: tasks.Task, p_statistics_step=None) -> dict[str, float]:
+  """The task's metrics of the raw ('eval_*') and EMA ('eval_ema_*') weights over the
+  whole eval split; with `p_statistics_step` (config.train.precise_batch_norm_batches >
+  0) also those with recomputed BN statistics ('eval_precise_bn_*',
+  'eval_precise_bn_ema_*'), reported beside the moving averages' ones, not instead."""
+  metrics = _evaluate_weights(p_eval_step, state, dp, config, task)
+  if p_statistics_step is not None:
+    precise_state = recompute_batch_norm(p_statistics_step, state, dp, config, task)
+    for key, value in _evaluate_weights(p_eval_step, precise_state, dp, config, task).items():
+      metrics['eval_' + PRECISE_BN_PREFIX + key[len('eval_'):]] = value
+  return metrics
+
+
 def _write_final_metrics(workdir: str, step: int, eval_metrics: dict, counts: dict,
                          wall_time_seconds: float, task: tasks.Task) -> dict:
   """final_metrics.json: the last evaluation of the task's headline metrics, the best ones
   of its first headline metric and the throughput over all of the run's starts."""
   history = metrics_lib.read_jsonl(os.path.join(workdir, metrics_lib.METRICS_FILE))
   final = {'step': step}
-  for prefix in ('', 'ema_'):
+  for prefix in ('', 'ema_', PRECISE_BN_PREFIX, PRECISE_BN_PREFIX + 'ema_'):
     for name, _ in task.headline:
-      final[f'eval_{prefix}{name}'] = eval_metrics[f'eval_{prefix}{name}']
+      if f'eval_{prefix}{name}' in eval_metrics:  # precise BN only when configured
+        final[f'eval_{prefix}{name}'] = eval_metrics[f'eval_{prefix}{name}']
   first = task.headline[0][0]
   for prefix in ('', 'ema_'):
     key = f'eval_{prefix}{first}'
@@ -512,10 +560,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     p_eval_step = dp.wrap_eval_step(functools.partial(step_lib.eval_step,
                                                       evaluate_fn=task.evaluate,
                                                       predict_fn=task.predictor(model)))
+    p_statistics_step = None
+    if config.train.get('precise_batch_norm_batches', 0):
+      p_statistics_step = dp.wrap_statistics_step(functools.partial(
+          step_lib.batch_statistics_step,
+          statistics_model=step_lib.precise_batch_norm_model(model)))
+    evaluate_state = functools.partial(evaluate, p_eval_step, dp=dp, config=config, task=task,
+                                       p_statistics_step=p_statistics_step)
     writer = metrics_lib.MetricsWriter(workdir, is_primary=is_primary, resume_step=start_step)
     final_metrics_path = os.path.join(workdir, FINAL_METRICS_FILE)
     if config.eval_only:
-      eval_metrics = evaluate(p_eval_step, state, dp, config, task)
+      eval_metrics = evaluate_state(state)
       writer.write(start_step, start_step / steps_per_epoch, eval_metrics)
       logging.info('Evaluation at step %d: %s', start_step, eval_metrics)
       if is_primary:
@@ -532,7 +587,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     if is_primary and os.path.exists(final_metrics_path):
       os.remove(final_metrics_path)  # the run continues (e.g. num_steps was raised)
     return _train(config, task, workdir, dp, state, dropout_rng, start_step, total_steps,
-                  steps_per_epoch, learning_rate_fn, p_eval_step, checkpointer, writer,
+                  steps_per_epoch, learning_rate_fn, evaluate_state, checkpointer, writer,
                   counts, wall_time)
   finally:
     if writer is not None:
@@ -544,7 +599,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
 
 
 def _train(config, task, workdir, dp, state, dropout_rng, start_step, total_steps, steps_per_epoch,
-           learning_rate_fn, p_eval_step, checkpointer, writer, counts, wall_time):
+           learning_rate_fn, evaluate_state, checkpointer, writer, counts, wall_time):
   """Steps `start_step`..`total_steps - 1`, with logging, evaluation and checkpoints."""
   is_primary = jax.process_index() == 0
   global_batch = config.data.batch_size
@@ -636,7 +691,7 @@ def _train(config, task, workdir, dp, state, dropout_rng, start_step, total_step
             f'{checkpointer.directory}: re-run the same command to resume.')
       if step % config.train.eval_every_steps == 0 or step == total_steps:
         check_pending()
-        eval_metrics = evaluate(p_eval_step, state, dp, config, task)
+        eval_metrics = evaluate_state(state)
         writer.write(step, step / steps_per_epoch, eval_metrics)
         writer.flush()
         if is_primary:
@@ -645,7 +700,7 @@ def _train(config, task, workdir, dp, state, dropout_rng, start_step, total_step
         interval_start, interval_steps = time.time(), 0  # evaluation time is not training
     check_pending()
     if eval_metrics is None:  # resumed at the end, before the final evaluation ran
-      eval_metrics = evaluate(p_eval_step, state, dp, config, task)
+      eval_metrics = evaluate_state(state)
       writer.write(total_steps, total_steps / steps_per_epoch, eval_metrics)
       if is_primary:
         run_report.write_curves(workdir, headline=task.headline)

@@ -144,3 +144,42 @@ def eval_step(state: TrainState, batch: Batch, *, axis_name: str, evaluate_fn: E
   if examples:
     examples['mask'] = mask > 0
   return lax.psum(sums, axis_name), examples
+
+
+def batch_statistics_step(state: TrainState, batch: Batch, *, axis_name: str,
+                          statistics_model: Any) -> Dict[str, Any]:
+  """This batch's BN statistics under the raw and under the EMA weights ("precise BN").
+
+  Args:
+    state: the replicated training state; its weights are not changed.
+    batch: this device's training examples ('image').
+    axis_name: the mapped device axis.
+    statistics_model: the task's model with `batch_norm_momentum=0`, so that the
+      'batch_stats' a training-mode pass stores are this batch's mean and
+      variance themselves (`precise_batch_norm_model`).
+
+  Returns:
+    {'batch_stats': ..., 'ema_batch_stats': ...}, averaged over the devices as
+    the train step averages the moving averages.
+  """
+  def statistics(variables):
+    # Dropout draws do not reach any BN layer; a fixed key keeps the pass deterministic.
+    _, updates = statistics_model.apply(variables, batch['image'], train=True,
+                                        mutable=['batch_stats'],
+                                        rngs={'dropout': jax.random.key(0)})
+    return lax.pmean(updates['batch_stats'], axis_name)
+
+  return {'batch_stats': statistics(state.variables),
+          'ema_batch_stats': statistics(state.ema_variables)}
+
+
+def precise_batch_norm_model(model: Any) -> Any:
+  """`model` whose BN layers store each batch's own statistics (momentum 0).
+
+  Every network of the repository passes its `batch_norm_momentum` down to all
+  of its BN layers (backbone and heads).
+  """
+  if not hasattr(model, 'batch_norm_momentum'):
+    raise ValueError(f'{type(model).__name__} has no batch_norm_momentum field: '
+                     f'set config.train.precise_batch_norm_batches=0 for it.')
+  return model.clone(batch_norm_momentum=0.0)
