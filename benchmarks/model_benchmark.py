@@ -65,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="comma-separated: 'fused' (the model's BatchNorm, hand-written "
                            "gradient) and/or 'flax' (the same model with flax's nn.BatchNorm, "
                            "the reference it was measured against)")
+  parser.add_argument('--depthwise-kernel-gradient', default=None,
+                      help="comma-separated forms of the shifted depthwise kernel gradient to "
+                           "time: 'nine_reductions', 'one_reduction' (default: the model's)")
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--batch', type=int, default=32, help='training batch size')
   parser.add_argument('--resolution', type=int, default=224)
@@ -102,6 +105,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.batch_norms = [name.strip() for name in args.batch_norm.split(',') if name.strip()]
   if not args.batch_norms or set(args.batch_norms) - {'fused', 'flax'}:
     parser.error(f"--batch-norm: {args.batch_norm!r}; use 'fused', 'flax' or 'fused,flax'.")
+  from mnv2_jax.models import depthwise  # pylint: disable=import-outside-toplevel
+  args.kernel_gradients = ([depthwise.KERNEL_GRADIENT_FORM] if args.depthwise_kernel_gradient
+                           is None else [name.strip() for name in
+                                         args.depthwise_kernel_gradient.split(',')
+                                         if name.strip()])
+  if not args.kernel_gradients or set(args.kernel_gradients) - set(
+      depthwise.KERNEL_GRADIENT_FORMS):
+    parser.error(f'--depthwise-kernel-gradient: {args.depthwise_kernel_gradient!r}; use a '
+                 f'comma-separated list of {list(depthwise.KERNEL_GRADIENT_FORMS)}.')
   for name in ('batch', 'rounds', 'steps_per_round', 'latency_runs', 'num_classes'):
     if getattr(args, name) < 1:
       parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
@@ -121,32 +133,36 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _batch_norm_layer(batch_norm: str):
+def _model_variant(batch_norm: str, kernel_gradient: Optional[str]):
   """While tracing: 'flax' builds the BN layers as flax's nn.BatchNorm (models/batch_norm.py's
-  reference: the same variables and values, the gradient JAX derives)."""
+  reference: the same variables and values, the gradient JAX derives); `kernel_gradient`
+  sets the shifted depthwise kernel gradient's form (None: the model's)."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from mnv2_jax.models import layers  # pylint: disable=import-outside-toplevel
-  saved = layers.BatchNorm
+  from mnv2_jax.models import depthwise, layers  # pylint: disable=import-outside-toplevel
+  saved = layers.BatchNorm, depthwise.KERNEL_GRADIENT_FORM
   if batch_norm == 'flax':
     layers.BatchNorm = functools.partial(nn.BatchNorm, param_dtype=jnp.float32)
+  if kernel_gradient is not None:
+    depthwise.KERNEL_GRADIENT_FORM = kernel_gradient
   try:
     yield
   finally:
-    layers.BatchNorm = saved
+    layers.BatchNorm, depthwise.KERNEL_GRADIENT_FORM = saved
 
 
 class JaxEngine:
   """One Flax model configuration: a compiled training step and batch-1 inference."""
 
   def __init__(self, args: argparse.Namespace, depthwise_impl: str, train: bool = True,
-               memory_split: int = 1, batch_norm: str = 'fused'):
-    # Everything is traced and compiled here, so the BN layer chosen holds for the engine.
-    with _batch_norm_layer(batch_norm):
-      self._build(args, depthwise_impl, train, memory_split, batch_norm)
+               memory_split: int = 1, batch_norm: str = 'fused',
+               kernel_gradient: Optional[str] = None):
+    # Everything is traced and compiled here, so the variant chosen holds for the engine.
+    with _model_variant(batch_norm, kernel_gradient):
+      self._build(args, depthwise_impl, train, memory_split, batch_norm, kernel_gradient)
 
-  def _build(self, args, depthwise_impl, train, memory_split, batch_norm):
+  def _build(self, args, depthwise_impl, train, memory_split, batch_norm, kernel_gradient):
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -160,6 +176,8 @@ class JaxEngine:
       self.name += f'({resolve_depthwise_impl("auto")})'
     if batch_norm == 'flax':
       self.name += '/flax-bn'
+    if kernel_gradient is not None:
+      self.name += f'/{kernel_gradient}'
     self.batch = args.batch
     dtype = jnp.bfloat16 if args.dtype == 'bfloat16' else jnp.float32
     kwargs = dict(num_classes=args.num_classes, width_multiplier=args.width,
@@ -359,9 +377,13 @@ def run(args: argparse.Namespace) -> dict:
   engines = []
   for impl in args.depthwise_impls:
     for batch_norm in args.batch_norms:
-      print(f'compiling {args.model} {args.width}@{args.resolution} batch {args.batch} '
-            f'depthwise_impl={impl} batch_norm={batch_norm} ...', file=sys.stderr, flush=True)
-      engines.append(JaxEngine(args, impl, batch_norm=batch_norm))
+      for kernel_gradient in args.kernel_gradients:
+        print(f'compiling {args.model} {args.width}@{args.resolution} batch {args.batch} '
+              f'depthwise_impl={impl} batch_norm={batch_norm} '
+              f'kernel_gradient={kernel_gradient} ...', file=sys.stderr, flush=True)
+        engines.append(JaxEngine(
+            args, impl, batch_norm=batch_norm,
+            kernel_gradient=kernel_gradient if len(args.kernel_gradients) > 1 else None))
   torch_note = None
   if args.torch:
     torch = import_torch()

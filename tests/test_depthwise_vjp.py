@@ -2,7 +2,8 @@
 
 `depthwise_conv_shifted` carries a custom VJP (input gradient as a shifted
 depthwise convolution of the dilated output gradient with the flipped kernel,
-kernel gradient as nine reductions); `depthwise_conv_shifted_autodiff` is the
+kernel gradient as nine reductions or one variadic reduction, the two forms of
+`depthwise.KERNEL_GRADIENT_FORMS`); `depthwise_conv_shifted_autodiff` is the
 same forward differentiated by JAX, and `depthwise_conv_xla` is XLA's grouped
 convolution. All three must agree.
 """
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mnv2_jax.models import depthwise
 from mnv2_jax.models.depthwise import (depthwise_conv_shifted, depthwise_conv_shifted_autodiff,
                                        depthwise_conv_xla)
 
@@ -45,9 +47,16 @@ def _vjps(height: int, width: int, stride: int, dtype=jnp.float32):
 SHAPES = [(8, 8), (7, 7), (6, 9), (1, 1), (2, 3)]
 
 
+@pytest.fixture(params=depthwise.KERNEL_GRADIENT_FORMS)
+def kernel_gradient_form(request, monkeypatch):
+  monkeypatch.setattr(depthwise, 'KERNEL_GRADIENT_FORM', request.param)
+  return request.param
+
+
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('height, width', SHAPES)
-def test_custom_vjp_input_and_kernel_gradients_equal_autodiff_and_xla(height, width, stride):
+def test_custom_vjp_input_and_kernel_gradients_equal_autodiff_and_xla(height, width, stride,
+                                                                     kernel_gradient_form):
   results = _vjps(height, width, stride)
   output, input_grad, kernel_grad = results['custom_vjp']
   assert input_grad.shape == (2, height, width, 3)
@@ -60,14 +69,15 @@ def test_custom_vjp_input_and_kernel_gradients_equal_autodiff_and_xla(height, wi
     np.testing.assert_allclose(kernel_grad, expected_kernel_grad, rtol=1e-5, atol=1e-4)
 
 
-def test_custom_vjp_in_bfloat16_returns_bfloat16_gradients_close_to_float32():
+def test_custom_vjp_in_bfloat16_returns_bfloat16_gradients_close_to_float32(
+    kernel_gradient_form):
   bf16 = _vjps(8, 8, 2, jnp.bfloat16)['custom_vjp']
   f32 = _vjps(8, 8, 2, jnp.float32)['xla']
   for actual, expected in zip(bf16, f32):
     np.testing.assert_allclose(actual, expected, rtol=5e-2, atol=0.15)
 
 
-def test_custom_vjp_gradient_dtypes_follow_the_inputs():
+def test_custom_vjp_gradient_dtypes_follow_the_inputs(kernel_gradient_form):
   inputs = jnp.ones((1, 4, 4, 2), jnp.bfloat16)
   kernel = jnp.ones((3, 3, 1, 2), jnp.bfloat16)
   input_grad, kernel_grad = jax.grad(

@@ -23,6 +23,11 @@ import jax.numpy as jnp
 from mnv2_jax.models.architecture import KERNEL_SIZE, same_padding
 
 DEPTHWISE_IMPLS = ('auto', 'xla', 'shifted')
+# How the shifted form's backward sums the kernel gradient: 'nine_reductions' or
+# 'one_reduction' (read when the gradient is traced; benchmarks/model_benchmark.py
+# --depthwise-kernel-gradient times both).
+KERNEL_GRADIENT_FORMS = ('nine_reductions', 'one_reduction')
+KERNEL_GRADIENT_FORM = 'nine_reductions'
 
 
 def resolve_depthwise_impl(impl: str) -> str:
@@ -134,9 +139,17 @@ def _shifted_backward(stride, dilation, residuals, output_grad):
   input_grad = _sum_of_shifted_taps(spread, flipped_taps, 1, height, width, dilation)
 
   padded = _same_padded(inputs, (kernel_h, kernel_w), stride, dilation)
-  tap_grads = [jnp.sum(window * output_grad, axis=(0, 1, 2), dtype=jnp.float32)
-               for _, window in _padded_windows(padded, (kernel_h, kernel_w), stride,
-                                                out_h, out_w, dilation)]
+  products = [window.astype(jnp.float32) * output_grad.astype(jnp.float32)
+              for _, window in _padded_windows(padded, (kernel_h, kernel_w), stride,
+                                               out_h, out_w, dilation)]
+  if KERNEL_GRADIENT_FORM == 'one_reduction':
+    # One variadic reduce: a single pass over the output gradient and the input
+    # accumulates all nine taps, where nine separate reductions read both nine times.
+    tap_grads = jax.lax.reduce(
+        tuple(products), tuple(jnp.zeros((), jnp.float32) for _ in products),
+        lambda a, b: tuple(x + y for x, y in zip(a, b)), (0, 1, 2))
+  else:
+    tap_grads = [jnp.sum(product, axis=(0, 1, 2)) for product in products]
   kernel_grad = jnp.stack(tap_grads).reshape(kernel.shape).astype(kernel.dtype)
   return input_grad.astype(inputs.dtype), kernel_grad
 
