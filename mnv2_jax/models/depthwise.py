@@ -25,9 +25,11 @@ from mnv2_jax.models.architecture import KERNEL_SIZE, same_padding
 DEPTHWISE_IMPLS = ('auto', 'xla', 'shifted')
 # How the shifted form's backward sums the kernel gradient: 'nine_reductions' or
 # 'one_reduction' (read when the gradient is traced; benchmarks/model_benchmark.py
-# --depthwise-kernel-gradient times both).
+# --depthwise-kernel-gradient times both). One reduction trained 1.06x (0.35 @ 48,
+# batch 64), 1.16x (1.0 @ 64, batch 32) and 1.20x (1.0 @ 224, batch 32) faster on a
+# 2-core AMD EPYC (benchmarks/README.md).
 KERNEL_GRADIENT_FORMS = ('nine_reductions', 'one_reduction')
-KERNEL_GRADIENT_FORM = 'nine_reductions'
+KERNEL_GRADIENT_FORM = 'one_reduction'
 
 
 def resolve_depthwise_impl(impl: str) -> str:
@@ -99,8 +101,8 @@ def depthwise_conv_shifted(inputs: jax.Array, kernel: jax.Array, stride: int,
 
   Forward: nine strided slices of the padded input times their taps, summed.
   Backward (hand-written, see `_shifted_backward`): the input gradient is
-  again a shifted depthwise convolution, and the kernel gradient nine
-  reductions.
+  again a shifted depthwise convolution, and the kernel gradient one
+  reduction of the nine taps' products (`KERNEL_GRADIENT_FORM`).
   """
   return depthwise_conv_shifted_autodiff(inputs, kernel, stride, dilation)
 
@@ -144,10 +146,13 @@ def _shifted_backward(stride, dilation, residuals, output_grad):
                                                out_h, out_w, dilation)]
   if KERNEL_GRADIENT_FORM == 'one_reduction':
     # One variadic reduce: a single pass over the output gradient and the input
-    # accumulates all nine taps, where nine separate reductions read both nine times.
-    tap_grads = jax.lax.reduce(
+    # accumulates all nine taps, where nine separate reductions each read a
+    # materialised copy of their window. Keeping the batch axis and summing it
+    # after measured faster still (more independent work for XLA:CPU's threads).
+    per_example = jax.lax.reduce(
         tuple(products), tuple(jnp.zeros((), jnp.float32) for _ in products),
-        lambda a, b: tuple(x + y for x, y in zip(a, b)), (0, 1, 2))
+        lambda a, b: tuple(x + y for x, y in zip(a, b)), (1, 2))
+    tap_grads = [jnp.sum(taps, axis=0) for taps in per_example]
   else:
     tap_grads = [jnp.sum(product, axis=(0, 1, 2)) for product in products]
   kernel_grad = jnp.stack(tap_grads).reshape(kernel.shape).astype(kernel.dtype)
