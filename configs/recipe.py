@@ -72,6 +72,8 @@ def optimizer(**changes: Any) -> ml_collections.ConfigDict:
   section.weight_decay = 4e-5
   section.label_smoothing = 0.1
   section.ema_decay = 0.9999
+  # The classifier layer's rate relative to the rest (1.0 in the paper).
+  section.classifier_learning_rate_multiplier = 1.0
   return config_sections.with_changes(section, 'optimizer', changes)
 
 

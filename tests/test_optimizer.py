@@ -162,7 +162,8 @@ def test_ema_decay_follows_tf_warmup_min_decay_1_plus_step_over_10_plus_step():
 
 
 @pytest.mark.parametrize('field,value', [('schedule', 'linear'), ('momentum', 1.0),
-                                         ('epsilon', 0.0), ('ema_decay', 1.0)])
+                                         ('epsilon', 0.0), ('ema_decay', 1.0),
+                                         ('classifier_learning_rate_multiplier', 0.0)])
 def test_bad_optimizer_config_fails_with_the_field_name(field, value):
   config = tiny_config(**{field: value})
   with pytest.raises(ValueError, match=f'config.optimizer.{field}'):
@@ -208,3 +209,29 @@ def _momentum_poly_config():
                           weight_decay=0.0)
   config.optimizer.warmup_epochs = 0.2  # 2 steps of 10
   return config
+
+
+def test_classifier_rate_multiplier_scales_exactly_the_classifier_updates():
+  params = {'classifier': {'kernel': jnp.ones((3, 2)), 'bias': jnp.ones(2)},
+            'block_0': {'expand_conv': {'kernel': jnp.ones((1, 1, 2, 3))}}}
+  grads = jax.tree.map(lambda x: 0.3 * jnp.ones_like(x), params)
+
+  def updates(multiplier):
+    config = tiny_config(classifier_learning_rate_multiplier=multiplier)
+    tx = optimizer.create_optimizer(config, steps_per_epoch=10)
+    state = tx.init(params)
+    for _ in range(3):
+      result, state = tx.update(grads, state, params)
+    return result
+
+  ratio = jax.tree.map(lambda a, b: np.asarray(a / b), updates(0.1), updates(1.0))
+  np.testing.assert_allclose(ratio['classifier']['kernel'], 0.1, rtol=1e-6)
+  np.testing.assert_allclose(ratio['classifier']['bias'], 0.1, rtol=1e-6)
+  np.testing.assert_allclose(ratio['block_0']['expand_conv']['kernel'], 1.0, rtol=1e-6)
+
+
+def test_classifier_rate_multiplier_needs_a_classifier_layer():
+  config = tiny_config(classifier_learning_rate_multiplier=0.5)
+  tx = optimizer.create_optimizer(config, steps_per_epoch=10)
+  with pytest.raises(ValueError, match='top-level classifier'):
+    tx.init({'head': {'kernel': jnp.ones(2)}})

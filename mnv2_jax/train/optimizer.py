@@ -89,6 +89,10 @@ def validate_optimizer_config(optimizer_config: ml_collections.ConfigDict) -> No
   if not 0 <= c.label_smoothing < 1:
     raise ValueError(
         f'config.optimizer.label_smoothing must be in [0, 1), got {c.label_smoothing!r}.')
+  multiplier = c.get('classifier_learning_rate_multiplier', 1.0)
+  if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0:
+    raise ValueError(f'config.optimizer.classifier_learning_rate_multiplier must be a number '
+                     f'> 0 (1.0: the same rate as the rest), got {multiplier!r}.')
   if c.ema_decay is not None and not 0 <= c.ema_decay < 1:
     raise ValueError(
         f'config.optimizer.ema_decay must be None or in [0, 1), got {c.ema_decay!r}.')
@@ -167,6 +171,15 @@ def l2_loss(params: Any) -> jax.Array:
   return 0.5 * sum(jax.tree.leaves(masked))
 
 
+def classifier_mask(params: Any) -> Any:
+  """True for the parameters of the top-level 'classifier' layer (kernel and bias)."""
+  if 'classifier' not in params:
+    raise ValueError('config.optimizer.classifier_learning_rate_multiplier needs a model with '
+                     'a top-level classifier layer; set it to 1.0 for this model.')
+  return {name: jax.tree.map(lambda _: name == 'classifier', subtree)
+          for name, subtree in params.items()}
+
+
 def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                      learning_rate: Optional[optax.Schedule] = None
                      ) -> optax.GradientTransformation:
@@ -187,7 +200,13 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     update = optax.rmsprop(learning_rate, decay=c.rmsprop_decay, eps=c.epsilon,
                            initial_scale=c.initial_scale, eps_in_sqrt=True,
                            momentum=c.momentum)
-  return optax.chain(optax.add_decayed_weights(c.weight_decay, mask=l2_mask), update)
+  chain = [optax.add_decayed_weights(c.weight_decay, mask=l2_mask), update]
+  multiplier = c.get('classifier_learning_rate_multiplier', 1.0)
+  if multiplier != 1.0:
+    # The last transformation is linear in the rate (RMSProp's momentum accumulates
+    # lr * g / rms), so scaling the classifier's updates scales its rate.
+    chain.append(optax.masked(optax.scale(multiplier), classifier_mask))
+  return optax.chain(*chain)
 
 
 def ema_decay_at(step: jax.Array, max_decay: Optional[float]) -> jax.Array:
