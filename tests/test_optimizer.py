@@ -206,7 +206,7 @@ def _momentum_poly_config():
   config = default.get_config('batch=32,steps=10')
   config.optimizer.update(name='momentum', schedule='poly', poly_power=0.9,
                           base_learning_rate=0.01, base_batch_size=16, momentum=0.9,
-                          weight_decay=0.0)
+                          weight_decay=0.0, classifier_learning_rate_multiplier=1.0)
   config.optimizer.warmup_epochs = 0.2  # 2 steps of 10
   return config
 
