@@ -211,24 +211,25 @@ class DataParallel:
     """`(state, batch) -> (sums, examples)` on all devices, for `eval_step(state, batch, *,
     axis_name)` returning psum'd sums and per-example arrays split along the batch
     (read them with `fetch_metrics` and `gather_examples`)."""
-    step = functools.partial(eval_step, axis_name=BATCH_AXIS)
-    if self.strategy == 'pmap':
-      devices = self.devices if self._explicit_devices else None
-      return jax.pmap(step, axis_name=BATCH_AXIS, devices=devices)
-    return jax.jit(jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(BATCH_AXIS)),
-                                 out_specs=(P(), P(BATCH_AXIS)), check_vma=False))
+    return self._wrap_state_and_batch_step(eval_step, out_specs=(P(), P(BATCH_AXIS)))
 
   def wrap_statistics_step(self, statistics_step: Callable[..., Any]
                            ) -> Callable[[Any, Dict[str, Any]], Any]:
     """`(state, batch) -> statistics` on all devices, for `statistics_step(state, batch, *,
     axis_name)` returning values already averaged over the axis: replicated like the
     state, so that they can replace parts of it."""
-    step = functools.partial(statistics_step, axis_name=BATCH_AXIS)
+    return self._wrap_state_and_batch_step(statistics_step, out_specs=P())
+
+  def _wrap_state_and_batch_step(self, step: Callable[..., Any], out_specs: Any
+                                 ) -> Callable[[Any, Dict[str, Any]], Any]:
+    """A per-device `step(state, batch, *, axis_name)` on all devices: the state
+    replicated, the batch split; `out_specs` says how shard_map lays out the outputs."""
+    step = functools.partial(step, axis_name=BATCH_AXIS)
     if self.strategy == 'pmap':
       devices = self.devices if self._explicit_devices else None
       return jax.pmap(step, axis_name=BATCH_AXIS, devices=devices)
     return jax.jit(jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(BATCH_AXIS)),
-                                 out_specs=P(), check_vma=False))
+                                 out_specs=out_specs, check_vma=False))
 
   def gather_examples(self, examples: Dict[str, Any]) -> Dict[str, np.ndarray]:
     """Per-example outputs of a step, split along the batch, as host arrays of the GLOBAL

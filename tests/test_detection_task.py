@@ -132,6 +132,8 @@ def test_ground_truth_is_padded_or_truncated_to_max_boxes():
     ('data.resolution', 48, 'config.data.resolution must be an integer >= 64'),
     ('detection.max_boxes', 0, 'config.detection.max_boxes must be an integer >= 1'),
     ('detection.random_crop', 'random', 'config.detection.random_crop must be one of'),
+    ('optimizer.classifier_learning_rate_multiplier', 0.1,
+     'config.optimizer.classifier_learning_rate_multiplier must be 1.0 for'),
 ])
 def test_a_bad_detection_config_is_one_line_naming_the_field(field, value, message):
   config = _config()

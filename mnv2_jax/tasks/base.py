@@ -74,6 +74,9 @@ class Task(abc.ABC):
   name: str = ''
   # (metric key, label) pairs: the metrics that summarise a run, the first one ranks it.
   headline: tuple[tuple[str, str], ...] = ()
+  # The model ends in a top-level 'classifier' layer, whose rate
+  # optimizer.classifier_learning_rate_multiplier scales.
+  has_classifier: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config

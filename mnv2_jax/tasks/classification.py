@@ -77,6 +77,7 @@ class Classification(base.Task):
 
   name = 'classification'
   headline = (('top1', 'top-1'), ('top5', 'top-5'))
+  has_classifier = True
 
   def validate_config(self) -> None:
     model = self.config.model

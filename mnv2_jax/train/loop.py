@@ -110,6 +110,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   task.validate_config()
 
   optimizer_lib.validate_optimizer_config(config.optimizer)
+  multiplier = config.optimizer.get('classifier_learning_rate_multiplier', 1.0)
+  _check(multiplier == 1.0 or task.has_classifier, 'optimizer.classifier_learning_rate_multiplier',
+         f'1.0 for config.task={task.name!r} (its model has no classifier layer)', multiplier)
 
   train = config.train
   _check(_is_number(train.num_epochs) and train.num_epochs > 0, 'train.num_epochs',
