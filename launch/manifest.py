@@ -18,7 +18,9 @@ overrides, workdir, command, and the launcher's bookkeeping: status
 'running_elsewhere' when another launcher's copy of the run holds its
 workdir), exit_code, error (the log's last lines), log, started/ended times.
 A run is finished when WORKDIR/final_metrics.json exists (mnv2_jax.main writes
-it last).
+it last). A run whose WORKDIR/config.json (written when it started) contradicts
+the sweep's overrides, e.g. a budget changed since, is refused: launching would
+keep or resume it under the old setting.
 """
 
 import copy
@@ -39,6 +41,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MANIFEST_FILE = 'manifest.json'
 FINAL_METRICS_FILE = 'final_metrics.json'
 LOG_FILE = 'launch.log'
+RUN_CONFIG_FILE = 'config.json'  # what mnv2_jax.main records in a workdir when a run starts
+_ABSENT = object()
 STATUSES = ('pending', 'running', 'finished', 'failed', 'interrupted', 'submitted',
             'running_elsewhere')
 SEED_DIR_PREFIX = 'seed'  # a seeded run's workdir is <run>/seed<k>
@@ -231,6 +235,27 @@ def is_finished(workdir: str) -> bool:
     return False
 
 
+def recorded_config_conflicts(workdir: str, overrides: Mapping[str, Any]) -> list[str]:
+  """The overrides that WORKDIR/config.json (written when the run started) contradicts.
+
+  'field=recorded (the sweep now sets new)' for each; empty when the workdir has
+  no readable config yet, and for a field the recorded config does not have
+  (a run from before the field existed ran with its default).
+  """
+  try:
+    recorded = json.loads((epath.Path(workdir) / RUN_CONFIG_FILE).read_text())
+  except Exception:  # pylint: disable=broad-except  # absent, unreadable or remote without access
+    return []
+  conflicts = []
+  for key, value in overrides.items():
+    node = recorded
+    for part in key.split('.'):
+      node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+    if node is not _ABSENT and node != json.loads(json.dumps(value)):
+      conflicts.append(f'{key}={format_value(node)} (the sweep now sets {format_value(value)})')
+  return conflicts
+
+
 def _varied_fields(overrides_of_runs: Sequence[Mapping[str, Any]]) -> set[str]:
   """Fields whose value is not the same in every run."""
   fields = set().union(*overrides_of_runs)
@@ -289,6 +314,12 @@ def build_manifest(config: str, sweep: str, workroot: str, backend: str, *,
     overrides = {**overrides, **extra}
     apply_overrides(base_config, overrides, name)
     workdir = os.path.join(workroot, *name.split('/'))
+    conflicts = recorded_config_conflicts(workdir, overrides)
+    if conflicts:
+      raise ValueError(
+          f'{name} in {workdir} was run with {"; ".join(conflicts)}: launching would '
+          f'{"keep its result" if is_finished(workdir) else "resume it"} under the old setting. '
+          'Move that workdir away (or launch into a fresh --workroot) and launch again.')
     runs.append({
         'name': name,
         'overrides': overrides,

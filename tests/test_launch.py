@@ -361,6 +361,48 @@ def test_a_partly_finished_seed_set_skips_finished_seeds_and_resumes_the_rest(tm
       (f'fig6a/linear_bottleneck/seed{seed}', 'finished') for seed in range(3)]
 
 
+@pytest.mark.parametrize('finished', [True, False])
+def test_a_run_recorded_with_other_settings_is_refused_instead_of_kept_or_resumed(
+    tmp_path, capsys, finished):
+  # e.g. a sweep's budget doubled after its runs finished: keeping them would mix budgets.
+  workdir = tmp_path / 'runs' / 'fig6a' / 'linear_bottleneck'
+  workdir.mkdir(parents=True)
+  (workdir / manifest_lib.RUN_CONFIG_FILE).write_text(json.dumps(
+      {'train': {'num_steps': 2400, 'eval_every_steps': 400}, 'model': {}}))
+  if finished:
+    (workdir / 'final_metrics.json').write_text('{"step": 2400}')
+  code, out = run_sweep(capsys, '--config', DEFAULT_CONFIG, '--sweep', 'fig6a', '--workroot',
+                        str(tmp_path / 'runs'), '--dry-run')
+  assert code != 0 and not out.out
+  message = out.err.strip().splitlines()[-1]
+  assert 'fig6a/linear_bottleneck' in message and 'train.num_steps=2400' in message
+  assert 'the sweep now sets 4800' in message and 'fresh --workroot' in message
+  assert ('keep its result' if finished else 'resume it') in message
+
+
+def test_a_run_recorded_with_the_same_settings_or_before_a_field_existed_is_accepted(tmp_path):
+  workdir = tmp_path / 'runs' / 'fig6a' / 'linear_bottleneck'
+  workdir.mkdir(parents=True)
+  built = manifest_lib.build_manifest(DEFAULT_CONFIG, 'fig6a', str(tmp_path / 'runs'), 'local')
+  overrides = built['runs'][0]['overrides']
+  recorded = {}
+  for key, value in overrides.items():
+    if key != 'optimizer.classifier_learning_rate_multiplier':  # a field added later
+      *parents, leaf = key.split('.')
+      node = recorded
+      for part in parents:
+        node = node.setdefault(part, {})
+      node[leaf] = value
+  (workdir / manifest_lib.RUN_CONFIG_FILE).write_text(json.dumps(recorded))
+  assert manifest_lib.recorded_config_conflicts(str(workdir), overrides) == []
+  manifest_lib.build_manifest(DEFAULT_CONFIG, 'fig6a', str(tmp_path / 'runs'), 'local')
+
+
+def test_the_launcher_reads_the_config_file_the_training_loop_writes():
+  from mnv2_jax.train import loop  # pylint: disable=import-outside-toplevel
+  assert manifest_lib.RUN_CONFIG_FILE == loop.CONFIG_FILE
+
+
 def test_log_tail_keeps_the_last_lines_after_progress_bars(tmp_path):
   log = tmp_path / 'log'
   log.write_bytes(b'one\ntwo\r 10%\r 50%\r100%\nthree\n')
