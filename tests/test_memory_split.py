@@ -20,13 +20,15 @@ def images(batch: int, resolution: int, seed: int = 1):
                             minval=-1, maxval=1)
 
 
-# (width, resolution, split, options): whole networks with an odd resolution,
+# (width, resolution, split, options): whole networks, with an odd resolution,
 # t=4, both activations and all shortcut layouts; inner widths such as 96, 144
 # or 240 are not multiples of these T, so the uneven last group is exercised
 # throughout. Every T from 1 to 8, and width 1.4, are covered layer by layer
 # below (whole networks are slow to compile on CPU).
 NETWORK_CASES = [
     (0.35, 32, 3, dict(expansion_ratio=4, bottleneck_activation='relu6', shortcut='none')),
+    # The standard network: block 1 in four groups, blocks 2-16 whole (memory_plan.py).
+    (0.35, 64, 4, dict()),
     (1.0, 33, 5, dict(shortcut='expansion')),
 ]
 

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax.models import architecture, memory_split
+from mnv2_jax.models import architecture, memory_plan, memory_split
 from mnv2_jax.models.depthwise import DepthwiseConv
 from mnv2_jax.models.layers import (
     BATCH_NORM_MOMENTUM, KERNEL_INITS, batch_norm, conv, relu6, validate_layer_options)
@@ -96,11 +96,14 @@ class MobileNetV2(nn.Module):
     batch_norm_momentum: decay of the BN moving averages used at evaluation
       (official 0.997; short runs need less, e.g. 0.9).
     dtype: computation dtype (e.g. bfloat16); parameters stay float32.
-    memory_split: T >= 1. With T > 1, inference evaluates every bottleneck
-      block (and the stem fused with the t=1 first block) in T channel groups
-      of its inner tensor, accumulating the projections (paper Section 5.1,
-      see `memory_split.py`): the same variables and outputs with 1/T of each
-      inner tensor live. Inference only; 1 is the normal network.
+    memory_split: T >= 1. With T > 1, inference evaluates the bottleneck
+      blocks (and the stem fused with the t=1 first block) in channel groups
+      of their inner tensors, accumulating the projections (paper Section
+      5.1, see `memory_split.py`): the same variables and outputs, and the
+      peak memory of eq. (2) with every block in T groups. A block that fits
+      within that peak whole runs whole, the others in T groups
+      (`memory_plan.group_plan`: at 1.0 @ 224 blocks 0-3 are split).
+      Inference only; 1 is the normal network.
     kernel_init: 'truncated_normal' (official: stddev 0.09 for every kernel)
       or 'fan_in' (He variance scaling); see `layers.KERNEL_INITS`.
     zero_init_residual: start the last BN scale of every residual branch at 0
@@ -233,13 +236,18 @@ class MobileNetV2(nn.Module):
     return x
 
   def _split_stem_and_blocks(self, images, spec):
-    """The stem and all blocks in `memory_split` channel groups, from the bound variables."""
+    """The stem and the blocks in channel groups (at most `memory_split`), from the bound variables."""
     params, batch_stats = self.variables['params'], self.variables['batch_stats']
     block = lambda i: (params[f'block_{i}'], batch_stats[f'block_{i}'])
     options = dict(bottleneck_activation=self.bottleneck_activation,
                    depthwise_impl=self.depthwise_impl, dtype=self.dtype)
     x = memory_split.split_stem_and_first_block(images, (params, batch_stats), block(0), spec,
                                                 self.memory_split, **options)
+    height, width = images.shape[1:3]
+    # Only the blocks that exceed the T-way peak whole are split (memory_plan.py);
+    # an input that is not square keeps T groups everywhere (the plan is for squares).
+    groups = (memory_plan.group_plan(spec, height, self.memory_split, self.shortcut)
+              if height == width else {})
     shortcut_sources = (architecture.expansion_shortcut_sources(spec)
                         if self.shortcut == 'expansion' else {})
     block_inputs = {}
@@ -252,7 +260,7 @@ class MobileNetV2(nn.Module):
         chain.append((block_inputs[source], block(source)))
         source = shortcut_sources.get(source)
       x = memory_split.split_bottleneck(
-          x, block(i), block_spec, self.memory_split,
+          x, block(i), block_spec, groups.get(i, self.memory_split),
           add_bottleneck_shortcut=self.shortcut == 'bottleneck' and block_spec.residual,
           expansion_shortcut=chain, **options)
     return x

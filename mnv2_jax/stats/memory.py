@@ -1,18 +1,12 @@
 """Peak activation memory (paper Section 5.1, eq. 2, Table 3): analytic and compiled by XLA.
 
-Analytic model (eq. 2): a network is a chain of operations and its peak memory
-is the max over operations of inputs + outputs + scratch (in elements, times
-the bytes per element and the batch). A bottleneck block is one operation
-whose inner t*k tensors are scratch: with `memory_split` = T only one group of
-ceil(t*k / T) channels of the expanded tensor and of its depthwise output is
-live (the scratch is G * (H_in^2 + H_out^2) elements). With T > 1 the stem is
-fused with the t=1 first block in the same way (as the implementation in
-`mnv2_jax/models/memory_split.py` does and as the paper does for Table 3);
-with T = 1 (the normal network) the stem and every layer's output are
-materialised. With the 'expansion' shortcut and T = 1 a source block's
-expanded tensor stays live into the next block; with T > 1 the next block
-instead reads the source blocks' (narrow) inputs and recomputes their
-expansion slices.
+Analytic model (eq. 2; `mnv2_jax/models/memory_plan.py`, which the model reads
+too): a network is a chain of operations whose peak memory is the max over
+operations of inputs + outputs + scratch (in elements, times the bytes per
+element and the batch); a bottleneck block in g channel groups keeps one group
+of its inner t*k tensors live. With `memory_split` = T a block that fits
+within the peak of all blocks in T groups runs whole, the others in T groups,
+the stem fused with the t=1 first block in T groups.
 
 Table 3 (`table3`): the largest tensor that must be materialised at each
 resolution, in channels and KB (H*W*C*2/1000 bytes, 16-bit), when each
@@ -36,7 +30,6 @@ makes of its input, layout copies and allocator fragmentation, which the
 analytic model leaves out.
 """
 
-import dataclasses
 import statistics
 import time
 from typing import Any, Optional, Sequence
@@ -44,7 +37,7 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax.models import architecture, memory_split
+from mnv2_jax.models import architecture, memory_plan, memory_split
 from mnv2_jax.models.mobilenet_v2 import MobileNetV2
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -61,73 +54,23 @@ PAPER_TABLE3 = {
 PAPER_TABLE3_MAX_KB = {'mobilenet_v1': 1600, 'mobilenet_v2': 400}
 
 
-@dataclasses.dataclass(frozen=True)
-class Operation:
-  """One operation of eq. (2), sizes in elements per image."""
-  name: str
-  inputs: int
-  outputs: int
-  scratch: int = 0
-
-  @property
-  def total(self) -> int:
-    return self.inputs + self.outputs + self.scratch
+# Eq. (2) itself lives beside the model, which reads the same groups (memory_plan.py).
+Operation = memory_plan.Operation
+analytic_peak = memory_plan.analytic_peak
 
 
 def mobilenet_v2_operations(width_multiplier: float = 1.0, resolution: int = 224,
                             memory_split_groups: int = 1, expansion_ratio: float = 6,
                             shortcut: str = 'bottleneck',
                             num_classes: int = 1000) -> list[Operation]:
-  """The chain of operations of MobileNetV2 inference with T = `memory_split_groups`."""
+  """The chain of operations of MobileNetV2 inference with T = `memory_split_groups`.
+
+  Each block has the groups `MobileNetV2(memory_split=T)` gives it
+  (`memory_plan.group_plan`).
+  """
   memory_split.validate_memory_split(memory_split_groups)
-  architecture.validate_resolution(resolution)
-  architecture.validate_choice('shortcut', shortcut, architecture.SHORTCUTS)
   spec = architecture.mobilenet_v2_spec(width_multiplier, expansion_ratio)
-  split = memory_split_groups
-  sources = architecture.expansion_shortcut_sources(spec) if shortcut == 'expansion' else {}
-  receivers = {source: block for block, source in sources.items()}
-  size = architecture.conv_output_size(resolution, 2)
-  image = resolution**2 * 3
-  operations = []
-  first = spec.blocks[0]
-  first_out = architecture.conv_output_size(size, first.stride)
-  if split == 1:
-    operations.append(Operation('stem', image, size**2 * spec.stem_channels))
-  else:
-    group = memory_split.group_size(spec.stem_channels, split)
-    operations.append(Operation('stem+block_0', image, first_out**2 * first.out_channels,
-                                group * (size**2 + first_out**2)))
-    size = first_out
-  block_inputs = {}
-  for block in spec.blocks[0 if split == 1 else 1:]:
-    out_size = architecture.conv_output_size(size, block.stride)
-    block_inputs[block.index] = size**2 * block.in_channels
-    inputs = block_inputs[block.index]
-    outputs = out_size**2 * block.out_channels
-    if block.index in sources:
-      if split == 1:  # The source's whole expanded tensor is still live.
-        inputs += size**2 * block.expanded_channels
-      else:  # The chain of sources' inputs, to recompute their expansion slices.
-        source = sources[block.index]
-        while source is not None:
-          inputs += block_inputs[source]
-          source = sources.get(source)
-    if split == 1 and block.index in receivers:
-      outputs += size**2 * block.expanded_channels  # Kept for the next block's shortcut.
-    group = memory_split.group_size(block.expanded_channels, split)
-    operations.append(Operation(f'block_{block.index}', inputs, outputs,
-                                group * (size**2 + out_size**2)))
-    size = out_size
-  last_input = size**2 * spec.blocks[-1].out_channels
-  operations.append(Operation('last_conv', last_input, size**2 * spec.last_channels))
-  operations.append(Operation('average_pool', size**2 * spec.last_channels, spec.last_channels))
-  operations.append(Operation('classifier', spec.last_channels, num_classes))
-  return operations
-
-
-def analytic_peak(operations: Sequence[Operation]) -> Operation:
-  """The operation that sets the peak of eq. (2)."""
-  return max(operations, key=lambda operation: operation.total)
+  return memory_plan.operations(spec, resolution, memory_split_groups, shortcut, num_classes)
 
 
 def analytic_peak_bytes(width_multiplier: float = 1.0, resolution: int = 224,
