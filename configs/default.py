@@ -132,23 +132,14 @@ def budget(num_steps: int, batch_size: int, eval_every_steps: int) -> dict:
 # 1x1 from block 13 on and left chance only after 1,200-1,600 steps, with a
 # strong dependence on the learning rate: a start, not an architecture, was
 # measured there). 4 resolutions x 4 widths + 1.4 at 64 px, MobileNetV1 at
-# widths 1.0/0.75/0.5/0.25 at 64 px; 3,600 steps of 32 (11.5 epochs): the
-# slowest V2 corner (0.35 @ 40 px) gained 4.7-5.3 EMA points in the last
-# quarter of 2,400 steps (2 seeds), 1.9 in that of 3,600 (seed 0).
+# widths 1.0/0.75/0.5/0.25 at 64 px; 7,200 steps of 32 (23 epochs). On 3,600
+# steps 15 of 43 runs had not converged (every width at 40 px, 0.35 at 48-56
+# px, MobileNetV1: +2.2 to +6.1 EMA points over the last quarter), and on 7,200
+# the first of them ended 8-11 points higher (0.35 @ 40 px: 85.7 -> 96.2%), so
+# one budget for all: uneven budgets would compare training lengths.
 CPU_RESOLUTIONS = (40, 48, 56, 64)
-CPU_FIG5 = budget(num_steps=3600, batch_size=32, eval_every_steps=300)
+CPU_FIG5 = budget(num_steps=7200, batch_size=32, eval_every_steps=600)
 CPU_FIG5_V1_RESOLUTIONS = 1
-# Twice the steps for the configurations of which one of the first two seeds
-# had not converged on 3,600 (EMA top-1 still +2.2 to +6.1 points over the last
-# quarter, more in the third: PROTOCOL.md section 5): every width at 40 px,
-# 0.35 at 48 and 56 px, and MobileNetV1. Each of them is the lower-MAdds or
-# the paper's weaker side of every comparison it enters (resolution and width
-# slices, V1 against V2), so the extra steps can only narrow the gaps the
-# paper's claims predict, never make them.
-CPU_FIG5_LONG = budget(num_steps=7200, batch_size=32, eval_every_steps=600)
-CPU_FIG5_LONG_RUNS = ('v2_w0.35_r40', 'v2_w0.5_r40', 'v2_w0.75_r40', 'v2_w1.0_r40',
-                      'v2_w0.35_r48', 'v2_w0.35_r56',
-                      'v1_w1.0_r64', 'v1_w0.75_r64', 'v1_w0.5_r64', 'v1_w0.25_r64')
 # Figure 6 and the expansion study at the default network (0.35 @ 48 px), 2,400
 # steps of 64 (15.4 epochs) for Figure 6b; Figure 6 plots the learning curves.
 CPU_ABLATION_WIDTH, CPU_ABLATION_RESOLUTION = 0.35, 48
@@ -163,11 +154,8 @@ CPU_EXPANSION = budget(num_steps=4800, batch_size=64, eval_every_steps=400)
 
 
 def sweep_fig5(add):
-  def add_with_its_budget(name, overrides):
-    add(name, {**overrides, **(CPU_FIG5_LONG if name in CPU_FIG5_LONG_RUNS else {})})
-
-  sweeps.fig5(add_with_its_budget, resolutions=CPU_RESOLUTIONS,
-              v1_num_resolutions=CPU_FIG5_V1_RESOLUTIONS, common=CPU_FIG5)
+  sweeps.fig5(add, resolutions=CPU_RESOLUTIONS, v1_num_resolutions=CPU_FIG5_V1_RESOLUTIONS,
+              common=CPU_FIG5)
 
 
 def sweep_expansion(add):
