@@ -44,7 +44,7 @@ def time_training_step(model: str, width: float, expansion_ratio: float, batch: 
   args = model_benchmark.parse_args([
       '--model', model, '--width', str(width), '--expansion-ratio', str(expansion_ratio),
       '--batch', str(batch), '--resolution', str(resolution), '--num-classes', str(num_classes),
-      '--skip-latency', '--warmup-steps', '3', '--rounds', '5', '--steps-per-round', '10'])
+      '--skip-latency', '--warmup-steps', '5', '--rounds', '10', '--steps-per-round', '10'])
   result = model_benchmark.run(args)['results'][0]
   return {'step_seconds': result['train_step_seconds_median'],
           'compile_seconds': result['compile_seconds']}
