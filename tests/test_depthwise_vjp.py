@@ -3,7 +3,8 @@
 `depthwise_conv_shifted` carries a custom VJP (input gradient as a shifted
 depthwise convolution of the dilated output gradient with the flipped kernel,
 kernel gradient as nine reductions or one variadic reduction, the two forms of
-`depthwise.KERNEL_GRADIENT_FORMS`); `depthwise_conv_shifted_autodiff` is the
+`depthwise.KERNEL_GRADIENT_FORMS`; a strided layer's input gradient spread out or by
+residue classes, `depthwise.INPUT_GRADIENT_FORMS`); `depthwise_conv_shifted_autodiff` is the
 same forward differentiated by JAX, and `depthwise_conv_xla` is XLA's grouped
 convolution. All three must agree.
 """
@@ -53,10 +54,17 @@ def kernel_gradient_form(request, monkeypatch):
   return request.param
 
 
-@pytest.mark.parametrize('stride', [1, 2])
+@pytest.fixture(params=depthwise.INPUT_GRADIENT_FORMS)
+def input_gradient_form(request, monkeypatch):
+  monkeypatch.setattr(depthwise, 'INPUT_GRADIENT_FORM', request.param)
+  return request.param
+
+
+@pytest.mark.parametrize('stride', [1, 2, 3])
 @pytest.mark.parametrize('height, width', SHAPES)
 def test_custom_vjp_input_and_kernel_gradients_equal_autodiff_and_xla(height, width, stride,
-                                                                     kernel_gradient_form):
+                                                                     kernel_gradient_form,
+                                                                     input_gradient_form):
   results = _vjps(height, width, stride)
   output, input_grad, kernel_grad = results['custom_vjp']
   assert input_grad.shape == (2, height, width, 3)
