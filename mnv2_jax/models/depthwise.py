@@ -126,29 +126,18 @@ def _shifted_backward(stride, dilation, residuals, output_grad):
   Input gradient: x[h] feeds y[o] through tap i where
   h = stride*o + dilation*i - pad_before, so dx is the stride-1 correlation of
   the output gradient, spread out by `stride` (zeros between its elements) and
-  padded, with the spatially flipped kernel at the same dilation.
+  padded, with the spatially flipped kernel at the same dilation (or, with
+  `INPUT_GRADIENT_FORM = 'polyphase'`, computed by residue classes).
   Kernel gradient: dk_ij = sum over batch and positions of window_ij(pad(x)) * dy,
   accumulated in float32.
   """
   inputs, kernel = residuals
   kernel_h, kernel_w = kernel.shape[:2]
-  # The extent of the dilated kernel: the taps span this many input pixels.
-  span_h, span_w = dilation * (kernel_h - 1) + 1, dilation * (kernel_w - 1) + 1
   height, width = inputs.shape[1:3]
   out_h, out_w = output_grad.shape[1:3]
-  pad_h = same_padding(height, stride, kernel_h, dilation)
-  pad_w = same_padding(width, stride, kernel_w, dilation)
-  # Pad the spread-out gradient so that the correlation with the dilated taps
-  # yields exactly height x width outputs.
-  before_h, before_w = span_h - 1 - pad_h[0], span_w - 1 - pad_w[0]
-  after_h = height + span_h - 1 - (stride * (out_h - 1) + 1) - before_h
-  after_w = width + span_w - 1 - (stride * (out_w - 1) + 1) - before_w
-  if stride > 1 and INPUT_GRADIENT_FORM == 'polyphase':
-    input_grad = _polyphase_input_gradient(output_grad, kernel, stride, dilation, height, width,
-                                           pad_h[0], pad_w[0])
-  else:
-    input_grad = _spread_input_gradient(output_grad, kernel, stride, dilation, height, width,
-                                        before_h, after_h, before_w, after_w)
+  input_gradient = (_polyphase_input_gradient if stride > 1 and INPUT_GRADIENT_FORM == 'polyphase'
+                    else _spread_input_gradient)
+  input_grad = input_gradient(output_grad, kernel, stride, dilation, height, width)
 
   padded = _same_padded(inputs, (kernel_h, kernel_w), stride, dilation)
   products = [window.astype(jnp.float32) * output_grad.astype(jnp.float32)
@@ -169,10 +158,19 @@ def _shifted_backward(stride, dilation, residuals, output_grad):
   return input_grad.astype(inputs.dtype), kernel_grad
 
 
-def _spread_input_gradient(output_grad, kernel, stride, dilation, height, width, before_h,
-                           after_h, before_w, after_w):
+def _spread_input_gradient(output_grad, kernel, stride, dilation, height, width):
   """The stride-1 correlation of the spread-out, padded output gradient with the flipped taps."""
   kernel_h, kernel_w = kernel.shape[:2]
+  out_h, out_w = output_grad.shape[1:3]
+  # The extent of the dilated kernel: the taps span this many input pixels.
+  span_h, span_w = dilation * (kernel_h - 1) + 1, dilation * (kernel_w - 1) + 1
+  pad_h = same_padding(height, stride, kernel_h, dilation)
+  pad_w = same_padding(width, stride, kernel_w, dilation)
+  # Pad the spread-out gradient so that the correlation with the dilated taps
+  # yields exactly height x width outputs.
+  before_h, before_w = span_h - 1 - pad_h[0], span_w - 1 - pad_w[0]
+  after_h = height + span_h - 1 - (stride * (out_h - 1) + 1) - before_h
+  after_w = width + span_w - 1 - (stride * (out_w - 1) + 1) - before_w
   spread = jax.lax.pad(output_grad, jnp.zeros((), output_grad.dtype),
                        ((0, 0, 0), (before_h, after_h, stride - 1),
                         (before_w, after_w, stride - 1), (0, 0, 0)))
@@ -180,8 +178,7 @@ def _spread_input_gradient(output_grad, kernel, stride, dilation, height, width,
   return _sum_of_shifted_taps(spread, flipped_taps, 1, height, width, dilation)
 
 
-def _polyphase_input_gradient(output_grad, kernel, stride, dilation, height, width,
-                              pad_top, pad_left):
+def _polyphase_input_gradient(output_grad, kernel, stride, dilation, height, width):
   """dx[s*a + p, s*b + q] for every residue (p, q), from the taps that reach that class.
 
   x[h] meets tap i at output o when h + pad_before = s*o + dilation*i, so the
@@ -190,6 +187,8 @@ def _polyphase_input_gradient(output_grad, kernel, stride, dilation, height, wid
   """
   kernel_h, kernel_w = kernel.shape[:2]
   taps = kernel.reshape(kernel_h, kernel_w, -1)
+  pad_top = same_padding(height, stride, kernel_h, dilation)[0]
+  pad_left = same_padding(width, stride, kernel_w, dilation)[0]
   rows, cols = -(-height // stride), -(-width // stride)  # per residue class, the last cropped
 
   def taps_of_residues(pad_before, size):

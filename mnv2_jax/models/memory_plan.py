@@ -15,9 +15,9 @@ inputs and recomputes their expansion slices.
 `memory_split=T` promises the peak of eq. (2) with every block in T groups.
 Only the blocks at high resolution need T groups for that (at 1.0 @ 224 and
 T = 4, blocks 4-16 are below that peak even whole), and every group costs a
-loop iteration of smaller, less efficient kernels, so `group_plan` gives each
-block the fewest groups (<= T) that keep it within the T-way peak: the same
-analytic peak, fewer loops. `mnv2_jax.models.mobilenet_v2` and
+loop iteration of smaller, less efficient kernels, so `group_plan` runs whole
+every block that fits within the T-way peak whole and the others in T groups:
+the same analytic peak, fewer loops. `mnv2_jax.models.mobilenet_v2` and
 `mnv2_jax.stats.memory` both read it.
 """
 

@@ -236,7 +236,7 @@ class MobileNetV2(nn.Module):
     return x
 
   def _split_stem_and_blocks(self, images, spec):
-    """The stem and the blocks in channel groups (at most `memory_split`), from the bound variables."""
+    """The stem and the blocks in channel groups (`memory_plan`), from the bound variables."""
     params, batch_stats = self.variables['params'], self.variables['batch_stats']
     block = lambda i: (params[f'block_{i}'], batch_stats[f'block_{i}'])
     options = dict(bottleneck_activation=self.bottleneck_activation,

@@ -68,7 +68,6 @@ def mobilenet_v2_operations(width_multiplier: float = 1.0, resolution: int = 224
   Each block has the groups `MobileNetV2(memory_split=T)` gives it
   (`memory_plan.group_plan`).
   """
-  memory_split.validate_memory_split(memory_split_groups)
   spec = architecture.mobilenet_v2_spec(width_multiplier, expansion_ratio)
   return memory_plan.operations(spec, resolution, memory_split_groups, shortcut, num_classes)
 
