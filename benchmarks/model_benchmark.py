@@ -67,7 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "the reference it was measured against)")
   parser.add_argument('--depthwise-kernel-gradient', default=None,
                       help="comma-separated forms of the shifted depthwise kernel gradient to "
-                           "time: 'nine_reductions', 'one_reduction' (default: the model's)")
+                           "time: 'nine_reductions', 'one_reduction', 'row_groups' (default: the model's)")
+  parser.add_argument('--batch-norm-sums', default=None,
+                      help="comma-separated ways for the fused BN to sum over the activations: "
+                           "'reduce', 'row_groups' (default: the model's)")
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--batch', type=int, default=32, help='training batch size')
   parser.add_argument('--resolution', type=int, default=224)
@@ -114,6 +117,13 @@ def parse_args(argv=None) -> argparse.Namespace:
       depthwise.KERNEL_GRADIENT_FORMS):
     parser.error(f'--depthwise-kernel-gradient: {args.depthwise_kernel_gradient!r}; use a '
                  f'comma-separated list of {list(depthwise.KERNEL_GRADIENT_FORMS)}.')
+  from mnv2_jax.models import batch_norm  # pylint: disable=import-outside-toplevel
+  args.batch_norm_sum_forms = ([batch_norm.SUM_FORM] if args.batch_norm_sums is None else
+                               [name.strip() for name in args.batch_norm_sums.split(',')
+                                if name.strip()])
+  if not args.batch_norm_sum_forms or set(args.batch_norm_sum_forms) - set(batch_norm.SUM_FORMS):
+    parser.error(f'--batch-norm-sums: {args.batch_norm_sums!r}; use a comma-separated list of '
+                 f'{list(batch_norm.SUM_FORMS)}.')
   for name in ('batch', 'rounds', 'steps_per_round', 'latency_runs', 'num_classes'):
     if getattr(args, name) < 1:
       parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
@@ -133,23 +143,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _model_variant(batch_norm: str, kernel_gradient: Optional[str]):
+def _model_variant(batch_norm: str, kernel_gradient: Optional[str],
+                   batch_norm_sums: Optional[str] = None):
   """While tracing: 'flax' builds the BN layers as flax's nn.BatchNorm (models/batch_norm.py's
   reference: the same variables and values, the gradient JAX derives); `kernel_gradient`
-  sets the shifted depthwise kernel gradient's form (None: the model's)."""
+  sets the shifted depthwise kernel gradient's form and `batch_norm_sums` the fused BN's
+  way of summing (None: the model's)."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
+  from mnv2_jax.models import batch_norm as fused_batch_norm  # pylint: disable=import-outside-toplevel
   from mnv2_jax.models import depthwise, layers  # pylint: disable=import-outside-toplevel
-  saved = layers.BatchNorm, depthwise.KERNEL_GRADIENT_FORM
+  saved = layers.BatchNorm, depthwise.KERNEL_GRADIENT_FORM, fused_batch_norm.SUM_FORM
   if batch_norm == 'flax':
     layers.BatchNorm = functools.partial(nn.BatchNorm, param_dtype=jnp.float32)
   if kernel_gradient is not None:
     depthwise.KERNEL_GRADIENT_FORM = kernel_gradient
+  if batch_norm_sums is not None:
+    fused_batch_norm.SUM_FORM = batch_norm_sums
   try:
     yield
   finally:
-    layers.BatchNorm, depthwise.KERNEL_GRADIENT_FORM = saved
+    layers.BatchNorm, depthwise.KERNEL_GRADIENT_FORM, fused_batch_norm.SUM_FORM = saved
 
 
 class JaxEngine:
@@ -157,12 +172,14 @@ class JaxEngine:
 
   def __init__(self, args: argparse.Namespace, depthwise_impl: str, train: bool = True,
                memory_split: int = 1, batch_norm: str = 'fused',
-               kernel_gradient: Optional[str] = None):
+               kernel_gradient: Optional[str] = None, batch_norm_sums: Optional[str] = None):
     # Everything is traced and compiled here, so the variant chosen holds for the engine.
-    with _model_variant(batch_norm, kernel_gradient):
-      self._build(args, depthwise_impl, train, memory_split, batch_norm, kernel_gradient)
+    with _model_variant(batch_norm, kernel_gradient, batch_norm_sums):
+      self._build(args, depthwise_impl, train, memory_split, batch_norm, kernel_gradient,
+                  batch_norm_sums)
 
-  def _build(self, args, depthwise_impl, train, memory_split, batch_norm, kernel_gradient):
+  def _build(self, args, depthwise_impl, train, memory_split, batch_norm, kernel_gradient,
+             batch_norm_sums):
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -178,6 +195,8 @@ class JaxEngine:
       self.name += '/flax-bn'
     if kernel_gradient is not None:
       self.name += f'/{kernel_gradient}'
+    if batch_norm_sums is not None:
+      self.name += f'/bn-{batch_norm_sums}'
     self.batch = args.batch
     dtype = jnp.bfloat16 if args.dtype == 'bfloat16' else jnp.float32
     kwargs = dict(num_classes=args.num_classes, width_multiplier=args.width,
@@ -378,12 +397,14 @@ def run(args: argparse.Namespace) -> dict:
   for impl in args.depthwise_impls:
     for batch_norm in args.batch_norms:
       for kernel_gradient in args.kernel_gradients:
-        print(f'compiling {args.model} {args.width}@{args.resolution} batch {args.batch} '
-              f'depthwise_impl={impl} batch_norm={batch_norm} '
-              f'kernel_gradient={kernel_gradient} ...', file=sys.stderr, flush=True)
-        engines.append(JaxEngine(
-            args, impl, batch_norm=batch_norm,
-            kernel_gradient=kernel_gradient if len(args.kernel_gradients) > 1 else None))
+        for sums in args.batch_norm_sum_forms:
+          print(f'compiling {args.model} {args.width}@{args.resolution} batch {args.batch} '
+                f'depthwise_impl={impl} batch_norm={batch_norm} kernel_gradient='
+                f'{kernel_gradient} batch_norm_sums={sums} ...', file=sys.stderr, flush=True)
+          engines.append(JaxEngine(
+              args, impl, batch_norm=batch_norm,
+              kernel_gradient=kernel_gradient if len(args.kernel_gradients) > 1 else None,
+              batch_norm_sums=sums if len(args.batch_norm_sum_forms) > 1 else None))
   torch_note = None
   if args.torch:
     torch = import_torch()
@@ -480,6 +501,10 @@ SUITE_LATENCY = (('1.0@224', 1.0, 224), ('0.35@96', 0.35, 96))
 SUITE_MEMORY_SPLIT, SUITE_MEMORY_SPLIT_TARGET = 4, 1.3
 # A round times each engine for about this long, so small and large steps get alike weight.
 SUITE_SECONDS_PER_ROUND = 1.5
+# Warm-up and rounds of the suite's training timings. The sweeps' small steps (15-30 ms) reach
+# their steady speed only after several steps: with 3 warm-up steps and 5 rounds, 0.35 @ 48 px
+# timed 1.5x slower than with 5 warm-up steps and 10 rounds (benchmarks/README.md).
+SUITE_WARMUP_SECONDS, SUITE_MIN_WARMUP_STEPS, SUITE_MIN_ROUNDS = 3.0, 5, 10
 
 
 def machine_description() -> dict:
@@ -505,7 +530,9 @@ def _interleaved_step_times(engines, rounds: int, warmup_steps: int) -> dict:
   warm = {}
   for engine in engines:
     times = [_time(engine.train_step) for _ in range(max(1, warmup_steps))]
-    warm[engine.name] = statistics.median(times)
+    while sum(times) < SUITE_WARMUP_SECONDS:
+      times.append(_time(engine.train_step))
+    warm[engine.name] = statistics.median(times[-warmup_steps:])
   steps_per_round = {name: max(1, min(20, round(SUITE_SECONDS_PER_ROUND / seconds)))
                      for name, seconds in warm.items()}
   times = {engine.name: [] for engine in engines}
@@ -549,7 +576,8 @@ def run_suite(args: argparse.Namespace) -> dict:
     if torch is not None:
       engines.append(TorchEngine(workload, torch))
       first_step['torch'] = _time(engines[1].train_step)
-    seconds = _interleaved_step_times(engines, args.rounds, args.warmup_steps)
+    seconds = _interleaved_step_times(engines, max(args.rounds, SUITE_MIN_ROUNDS),
+                                      max(args.warmup_steps, SUITE_MIN_WARMUP_STEPS))
     jax_name = engines[0].name
     row = {'workload': label, 'batch': batch, 'jax_images_per_second': batch / seconds[jax_name],
            'jax_compile_seconds': engines[0].compile_seconds,
@@ -597,7 +625,8 @@ def run_suite(args: argparse.Namespace) -> dict:
           'allocator': allocator.active_allocator(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'torch': getattr(torch, '__version__', None),
           'torch_threads': torch.get_num_threads() if torch is not None else None,
-          'depthwise_impl': impl, 'dtype': args.dtype, 'rounds': args.rounds,
+          'depthwise_impl': impl, 'dtype': args.dtype,
+          'rounds': max(args.rounds, SUITE_MIN_ROUNDS),
           'latency_runs': args.latency_runs,
       },
       'torch_note': None if torch is not None else (

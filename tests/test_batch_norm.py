@@ -1,5 +1,6 @@
 """The project's BatchNorm is flax's nn.BatchNorm with a hand-written gradient: same variables,
-same values, same gradients (float32, 1e-5 relative), alone and across devices."""
+same values, same gradients (float32, 1e-5 relative), alone and across devices, with either way
+of summing over the activations (`batch_norm.SUM_FORMS`)."""
 
 import functools
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
+from mnv2_jax.models import batch_norm
 from mnv2_jax.models.batch_norm import BatchNorm
 
 EPSILON, MOMENTUM = 1e-3, 0.9
@@ -42,6 +44,12 @@ def _assert_trees_close(actual, expected, rtol=1e-5):
     np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=0, atol=rtol * scale)
 
 
+@pytest.fixture(params=batch_norm.SUM_FORMS)
+def sum_form(request, monkeypatch):
+  monkeypatch.setattr(batch_norm, 'SUM_FORM', request.param)
+  return request.param
+
+
 def _loss_and_grads(module, variables, x, weights):
   def loss(params, x):
     y, updates = module.apply({**variables, 'params': params}, x, mutable=['batch_stats'])
@@ -59,8 +67,9 @@ def test_the_variables_are_flax_batch_norms():
   _assert_trees_close(actual, expected, rtol=0)
 
 
-@pytest.mark.parametrize('shape', [(4, 6, 5, 8), (2, 3, 16), (64, 32)])
-def test_training_output_statistics_and_gradients_equal_flax(shape):
+# (4, 6, 5, 8): 24 rows, in groups of 8; (3, 7, 5, 8): 21 rows, in groups of 7.
+@pytest.mark.parametrize('shape', [(4, 6, 5, 8), (3, 7, 5, 8), (2, 3, 16), (64, 32)])
+def test_training_output_statistics_and_gradients_equal_flax(shape, sum_form):
   reference, ours = _modules()
   x, variables, weights = _inputs(shape)
   expected = _loss_and_grads(reference, variables, x, weights)
@@ -74,7 +83,7 @@ def test_inference_uses_the_moving_averages_as_flax_does():
   _assert_trees_close(ours.apply(variables, x), reference.apply(variables, x), rtol=0)
 
 
-def test_bfloat16_compute_keeps_float32_statistics_and_returns_bfloat16():
+def test_bfloat16_compute_keeps_float32_statistics_and_returns_bfloat16(sum_form):
   reference, ours = _modules(dtype=jnp.bfloat16)
   x, variables, _ = _inputs()
   x = x.astype(jnp.bfloat16)
@@ -90,7 +99,7 @@ def test_bfloat16_compute_keeps_float32_statistics_and_returns_bfloat16():
   assert grads.dtype == jnp.bfloat16
 
 
-def test_statistics_and_gradients_across_devices_equal_flax_synchronised_batch_norm():
+def test_statistics_and_gradients_across_devices_equal_flax_synchronised_batch_norm(sum_form):
   """Under shard_map (pmap semantics) with axis_name: the same values and per-device gradients."""
   devices = np.array(jax.devices()[:4])
   assert len(devices) == 4, 'tests/conftest.py provides eight CPU devices'

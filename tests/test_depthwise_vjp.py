@@ -2,8 +2,8 @@
 
 `depthwise_conv_shifted` carries a custom VJP (input gradient as a shifted
 depthwise convolution of the dilated output gradient with the flipped kernel,
-kernel gradient as nine reductions or one variadic reduction, the two forms of
-`depthwise.KERNEL_GRADIENT_FORMS`; a strided layer's input gradient spread out or by
+kernel gradient as nine reductions, one variadic reduction or sums over groups of
+rows, the forms of `depthwise.KERNEL_GRADIENT_FORMS`; a strided layer's input gradient spread out or by
 residue classes, `depthwise.INPUT_GRADIENT_FORMS`); `depthwise_conv_shifted_autodiff` is the
 same forward differentiated by JAX, and `depthwise_conv_xla` is XLA's grouped
 convolution. All three must agree.
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnv2_jax.models import depthwise
+from mnv2_jax.models import depthwise, reductions
 from mnv2_jax.models.depthwise import (depthwise_conv_shifted, depthwise_conv_shifted_autodiff,
                                        depthwise_conv_xla)
 
@@ -97,3 +97,26 @@ def test_custom_vjp_gradient_dtypes_follow_the_inputs(kernel_gradient_form):
   assert float(input_grad[0, 0, 0, 0]) == 1.0
   assert float(kernel_grad[1, 1, 0, 0]) == 4.0  # The centre tap sees all 2x2 outputs.
 
+
+
+@pytest.mark.parametrize('batch, height, row_group', [
+    (1, 11, 8),   # 11 rows, a prime: no group but single rows divides them
+    (3, 8, 8),    # 24 rows: groups of 8
+    (2, 9, 4),    # 18 rows: groups of 3, the largest divisor up to 4
+    (4, 6, 1),    # groups of one row: the plain reduction
+])
+def test_row_group_kernel_gradient_equals_one_reduction_for_any_row_count(
+    batch, height, row_group, monkeypatch):
+  rng = np.random.default_rng(batch * 100 + height)
+  inputs = jnp.asarray(rng.normal(size=(batch, height, height + 1, 5)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 1, 5)), jnp.float32)
+
+  def kernel_gradient(form):
+    monkeypatch.setattr(depthwise, 'KERNEL_GRADIENT_FORM', form)
+    monkeypatch.setattr(reductions, 'ROW_GROUP', row_group)
+    return np.asarray(jax.grad(lambda k: jnp.sum(jnp.sin(depthwise_conv_shifted(inputs, k, 1))))(
+        kernel))
+
+  expected = kernel_gradient('one_reduction')
+  assert np.abs(expected).max() > 0.1
+  np.testing.assert_allclose(kernel_gradient('row_groups'), expected, rtol=1e-5, atol=1e-5)

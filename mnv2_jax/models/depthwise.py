@@ -20,16 +20,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnv2_jax.models import reductions
 from mnv2_jax.models.architecture import KERNEL_SIZE, same_padding
 
 DEPTHWISE_IMPLS = ('auto', 'xla', 'shifted')
-# How the shifted form's backward sums the kernel gradient: 'nine_reductions' or
-# 'one_reduction' (read when the gradient is traced; benchmarks/model_benchmark.py
-# --depthwise-kernel-gradient times both). One reduction trained 1.06x (0.35 @ 48,
-# batch 64), 1.16x (1.0 @ 64, batch 32) and 1.20x (1.0 @ 224, batch 32) faster on a
-# 2-core AMD EPYC (benchmarks/README.md).
-KERNEL_GRADIENT_FORMS = ('nine_reductions', 'one_reduction')
-KERNEL_GRADIENT_FORM = 'one_reduction'
+# How the shifted form's backward sums the kernel gradient (read when the gradient is
+# traced; benchmarks/model_benchmark.py --depthwise-kernel-gradient times them):
+# 'nine_reductions' (one per tap), 'one_reduction' (one variadic reduction over the
+# nine products) or 'row_groups' (the nine products first summed over groups of
+# rows, then over the groups: `reductions.channel_sums`). Measured on a 2-core AMD
+# EPYC (benchmarks/README.md): one reduction trained 1.06-1.20x faster than nine;
+# row groups computed the kernel gradient alone 2-3.4x faster than one reduction.
+KERNEL_GRADIENT_FORMS = ('nine_reductions', 'one_reduction', 'row_groups')
+KERNEL_GRADIENT_FORM = 'row_groups'
 # The input gradient of a strided layer: 'spread' correlates the output gradient
 # spread out by the stride (zeros between its elements: at stride 2, 3/4 of the
 # work multiplies zeros); 'polyphase' computes each residue class of input rows
@@ -110,8 +113,8 @@ def depthwise_conv_shifted(inputs: jax.Array, kernel: jax.Array, stride: int,
 
   Forward: nine strided slices of the padded input times their taps, summed.
   Backward (hand-written, see `_shifted_backward`): the input gradient is
-  again a shifted depthwise convolution, and the kernel gradient one
-  reduction of the nine taps' products (`KERNEL_GRADIENT_FORM`).
+  again a shifted depthwise convolution, and the kernel gradient the sums of
+  the nine taps' products (`KERNEL_GRADIENT_FORM`).
   """
   return depthwise_conv_shifted_autodiff(inputs, kernel, stride, dilation)
 
@@ -143,14 +146,14 @@ def _shifted_backward(stride, dilation, residuals, output_grad):
   products = [window.astype(jnp.float32) * output_grad.astype(jnp.float32)
               for _, window in _padded_windows(padded, (kernel_h, kernel_w), stride,
                                                out_h, out_w, dilation)]
-  if KERNEL_GRADIENT_FORM == 'one_reduction':
+  if KERNEL_GRADIENT_FORM == 'row_groups':
+    tap_grads = reductions.channel_sums(products)
+  elif KERNEL_GRADIENT_FORM == 'one_reduction':
     # One variadic reduce: a single pass over the output gradient and the input
     # accumulates all nine taps, where nine separate reductions each read a
     # materialised copy of their window. Keeping the batch axis and summing it
     # after measured faster still (more independent work for XLA:CPU's threads).
-    per_example = jax.lax.reduce(
-        tuple(products), tuple(jnp.zeros((), jnp.float32) for _ in products),
-        lambda a, b: tuple(x + y for x, y in zip(a, b)), (1, 2))
+    per_example = reductions.sum_together(products, (1, 2))
     tap_grads = [jnp.sum(taps, axis=0) for taps in per_example]
   else:
     tap_grads = [jnp.sum(product, axis=(0, 1, 2)) for product in products]
