@@ -9,6 +9,12 @@ batch 32 on the 56x56 and 112x112 layers), and the weight gradient that JAX
 derives from a plain `dot_general` is contracted in an order that XLA:CPU
 also runs ~3x slower than `inputs^T @ output_grad` (benchmarks/README.md).
 On GPU/TPU a 1x1 convolution is a matrix product too, so nothing changes there.
+
+The stem's 3x3 stride-2 convolution of the 3-channel image is, on CPU (the
+'shifted' depthwise form, which 'auto' picks there), one matrix product over
+its 27-value patches: XLA:CPU's convolution of a 3-channel input and its
+kernel gradient took 2-3x longer (benchmarks/README.md). Same kernel, same
+parameters; GPU/TPU and export keep `nn.Conv`.
 """
 
 import functools
@@ -20,7 +26,7 @@ import jax.numpy as jnp
 
 from mnv2_jax.models import architecture
 from mnv2_jax.models.batch_norm import BatchNorm
-from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS
+from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, resolve_depthwise_impl
 
 # The official TF-Slim initialiser for every convolution, depthwise and logits kernel.
 kernel_init = nn.initializers.truncated_normal(stddev=0.09)
@@ -111,10 +117,51 @@ class PointwiseConv(nn.Module):
     return pointwise_conv(inputs, kernel)
 
 
+def patches_conv(inputs: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """A k x k convolution with TF-'SAME' padding as one matrix product over its k*k*in patches.
+
+  The patch of an output pixel lists tap (i, j)'s input channels at position
+  (i * k + j) * in + c, the order of the HWIO kernel reshaped to (k*k*in, out).
+  Worth it for few input channels only: the patches are k*k times the input.
+  """
+  kernel_h, kernel_w, in_channels, out_channels = kernel.shape
+  height, width = inputs.shape[1:3]
+  out_h, out_w = -(-height // stride), -(-width // stride)
+  padded = jnp.pad(inputs, ((0, 0), architecture.same_padding(height, stride, kernel_h),
+                            architecture.same_padding(width, stride, kernel_w), (0, 0)))
+  taps = [jax.lax.slice(padded, (0, i, j, 0),
+                        (padded.shape[0], i + stride * (out_h - 1) + 1,
+                         j + stride * (out_w - 1) + 1, in_channels), (1, stride, stride, 1))
+          for i in range(kernel_h) for j in range(kernel_w)]
+  patches = jnp.concatenate(taps, axis=-1)
+  return pointwise_conv(patches, kernel.reshape(1, 1, kernel_h * kernel_w * in_channels,
+                                                out_channels))
+
+
+class PatchesConv(nn.Module):
+  """A k x k convolution without bias as `patches_conv`: the parameters of `nn.Conv`."""
+  features: int
+  kernel_size: int
+  stride: int
+  dtype: Any = jnp.float32
+  kernel_init: Any = kernel_init
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', self.kernel_init,
+                        (self.kernel_size, self.kernel_size, inputs.shape[-1], self.features),
+                        jnp.float32)
+    inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
+    return patches_conv(inputs, kernel, self.stride)
+
+
 def conv(features: int, kernel_size: int, stride: int, dtype: Any, name: str,
-         init: Any = kernel_init) -> nn.Module:
+         init: Any = kernel_init, impl: str = 'xla') -> nn.Module:
+  """A convolution without bias; `impl` 'shifted' (or 'auto' on CPU) runs a k x k one as patches."""
   if kernel_size == 1 and stride == 1:
     return PointwiseConv(features, dtype=dtype, kernel_init=init, name=name)
+  if resolve_depthwise_impl(impl) == 'shifted':
+    return PatchesConv(features, kernel_size, stride, dtype=dtype, kernel_init=init, name=name)
   # Flax 'SAME' is TF 'SAME': for stride 2 on an even input it pads 0 before and 1 after.
   return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding='SAME',
                  use_bias=False, kernel_init=init, dtype=dtype,

@@ -50,6 +50,7 @@ source blocks.
 Everything here is inference only: BN uses the running statistics.
 """
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -58,7 +59,7 @@ import jax.numpy as jnp
 from mnv2_jax.models import architecture
 from mnv2_jax.models.depthwise import (depthwise_conv_shifted, depthwise_conv_xla,
                                        resolve_depthwise_impl)
-from mnv2_jax.models.layers import BATCH_NORM_EPSILON, relu6
+from mnv2_jax.models.layers import BATCH_NORM_EPSILON, patches_conv, relu6
 
 # (params, batch_stats) of one Flax submodule tree, e.g. of block_3.
 Variables = tuple[Mapping[str, Any], Mapping[str, Any]]
@@ -224,8 +225,14 @@ def split_stem_and_first_block(images: jax.Array, stem: Variables, first_block: 
   def stem_kernel_slice(start, size):
     return _slice_channels(stem_kernel, start, size)
 
+  # On CPU the stem is a matrix product over the image's patches, as in the normal network
+  # (layers.patches_conv), each group's 8 or so output channels from the same patches.
+  stem_conv = (functools.partial(patches_conv, stride=2)
+               if resolve_depthwise_impl(depthwise_impl) == 'shifted'
+               else functools.partial(_conv, stride=2))
+
   def stem_group(batch_norm, kernel):
-    return relu6(_apply_batch_norm(_conv(images, kernel, 2), batch_norm, dtype))
+    return relu6(_apply_batch_norm(stem_conv(images, kernel), batch_norm, dtype))
 
   height, width = (architecture.conv_output_size(size, 2) for size in images.shape[1:3])
   out_shape = (images.shape[0], architecture.conv_output_size(height, block_spec.stride),

@@ -59,7 +59,8 @@ class MobileNetV1(nn.Module):
                                    self.batch_norm_momentum)
     endpoints = {}
     init = KERNEL_INITS[self.kernel_init]
-    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv', init)(images)
+    x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv', init,
+             impl=self.depthwise_impl)(images)
     x = relu6(norm('stem_bn')(x))
     endpoints['stem'] = x
     for layer in spec.layers:

@@ -210,7 +210,7 @@ class MobileNetV2(nn.Module):
 
   def _stem_and_blocks(self, images, spec, train, norm, endpoints):
     x = conv(spec.stem_channels, 3, 2, self.dtype, 'stem_conv',
-             KERNEL_INITS[self.kernel_init])(images)
+             KERNEL_INITS[self.kernel_init], impl=self.depthwise_impl)(images)
     x = relu6(norm('stem_bn')(x))
     endpoints['stem'] = x
 
