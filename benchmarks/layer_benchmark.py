@@ -1,17 +1,20 @@
 r"""Where a training step's time goes against PyTorch: every layer's forward + backward, both engines.
 
 For one MobileNetV2 configuration, times each layer of the network as the
-training step runs it (train-mode BN, forward and backward to the input and the
-parameters) in JAX (the project's layers: `PointwiseConv`, `DepthwiseConv`,
-`BatchNorm`, ReLU6) and in an equivalent PyTorch layer (Conv2d + BatchNorm2d +
-ReLU6, channels-last), the two engines interleaved in rounds, and prints a
-per-layer table and the sums by kind of layer (stem, 1x1 expansion, 3x3
-depthwise, 1x1 projection, last 1x1). Unlike a profile of the whole step, the
-timings are not slowed by trace events, and each is set beside PyTorch's, so the
-table says which layers make the difference between the engines' steps
-(model_benchmark.py --suite); the layers alone do not add up to a step exactly
-(no residual adds, classifier or optimizer, and XLA fuses across layer
-boundaries in the whole step).
+training step runs it (train-mode BN, forward and backward to the input and
+the parameters; the stem's to its parameters only, as the image needs no
+gradient) in JAX (the project's layers: `PointwiseConv`, `DepthwiseConv`,
+`BatchNorm`, ReLU6, the stem in the model's form for the backend) and in an
+equivalent PyTorch layer (Conv2d + BatchNorm2d + ReLU6, channels-last), the
+two engines interleaved in rounds, and prints a per-layer table and the sums
+by kind of layer (stem, 1x1 expansion, 3x3 depthwise, 1x1 projection, last
+1x1). Unlike a profile of the whole step, the timings are not slowed by trace
+events, and each is set beside PyTorch's, so the table says which layers make
+the difference between the engines' steps (model_benchmark.py --suite). The
+layers alone do not add up to a step (no residual adds, classifier or
+optimizer), and in the whole step XLA fuses across layer boundaries: a change
+that speeds a layer up here can slow the step down (benchmarks/README.md has
+two), so confirm every change on whole steps.
 
   python benchmarks/layer_benchmark.py --width 1.0 --resolution 224 --batch 32
   python benchmarks/layer_benchmark.py --width 0.35 --resolution 48 --batch 64 --kinds depthwise
@@ -69,7 +72,9 @@ class JaxLayer:
         if kind == 'depthwise':
           x = depthwise.DepthwiseConv(stride=stride)(x)
         else:
-          x = layers.conv(out_channels, 3 if kind == 'stem' else 1, stride, jnp.float32, 'conv')(x)
+          # 'auto': the model's form on this backend (the stem as patches on CPU).
+          x = layers.conv(out_channels, 3 if kind == 'stem' else 1, stride, jnp.float32, 'conv',
+                          impl='auto')(x)
         x = layers.batch_norm(True, None, jnp.float32, 'bn')(x)
         return layers.relu6(x) if activation else x
 
@@ -86,7 +91,8 @@ class JaxLayer:
         outputs, updates = model.apply({'params': params, 'batch_stats': batch_stats}, inputs,
                                        mutable=['batch_stats'])
         return jnp.sum(outputs * cotangent), updates
-      return jax.grad(loss, argnums=(0, 1), has_aux=True)(params, inputs)
+      # The stem's input is the image, whose gradient a training step never computes.
+      return jax.grad(loss, argnums=0 if kind == 'stem' else (0, 1), has_aux=True)(params, inputs)
 
     self.args = (variables['params'], variables['batch_stats'], self.inputs)
     self.compiled = jax.jit(forward_backward).lower(*self.args).compile()
@@ -109,7 +115,7 @@ class TorchLayer:
       modules.append(nn.ReLU6())
     self.layer = nn.Sequential(*modules).to(memory_format=torch.channels_last)
     self.inputs = torch.randn(batch, in_channels, size, size).contiguous(
-        memory_format=torch.channels_last).requires_grad_(True)
+        memory_format=torch.channels_last).requires_grad_(kind != 'stem')
     out_size = -(-size // stride)
     self.cotangent = torch.randn(batch, out_channels, out_size, out_size).contiguous(
         memory_format=torch.channels_last)
