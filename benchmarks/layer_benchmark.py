@@ -22,7 +22,6 @@ two), so confirm every change on whole steps.
 PyTorch is needed (`pip install torch==2.13.0`, the CPU build).
 """
 
-import argparse
 import collections
 import os
 import statistics
@@ -127,11 +126,7 @@ class TorchLayer:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--width', type=float, default=1.0)
-  parser.add_argument('--resolution', type=int, default=224)
-  parser.add_argument('--batch', type=int, default=32)
+  parser = model_benchmark.workload_argument_parser(__doc__)
   parser.add_argument('--expansion-ratio', type=float, default=6)
   parser.add_argument('--kinds', default=','.join(KINDS),
                       help=f'comma-separated kinds of layer to time, of {",".join(KINDS)}')

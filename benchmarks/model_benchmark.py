@@ -507,6 +507,16 @@ SUITE_SECONDS_PER_ROUND = 1.5
 SUITE_WARMUP_SECONDS, SUITE_MIN_WARMUP_STEPS, SUITE_MIN_ROUNDS = 3.0, 5, 10
 
 
+def workload_argument_parser(description: str) -> argparse.ArgumentParser:
+  """The command line of the scripts that time one MobileNetV2 workload (width, resolution, batch)."""
+  parser = argparse.ArgumentParser(description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--width', type=float, default=1.0)
+  parser.add_argument('--resolution', type=int, default=224)
+  parser.add_argument('--batch', type=int, default=32)
+  return parser
+
+
 def machine_description() -> dict:
   """`lscpu`'s model name and the vector extensions that matter to XLA:CPU and oneDNN."""
   model, flags = 'unknown', set()

@@ -20,7 +20,6 @@ depthwise convolution's taps), copies/transposes, and elementwise fusions.
   python benchmarks/profile_step.py --width 0.35 --resolution 48 --batch 64 --top 25
 """
 
-import argparse
 import collections
 import glob
 import gzip
@@ -97,11 +96,7 @@ def kernel_durations(trace_file: str) -> dict:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--width', type=float, default=1.0)
-  parser.add_argument('--resolution', type=int, default=224)
-  parser.add_argument('--batch', type=int, default=32)
+  parser = model_benchmark.workload_argument_parser(__doc__)
   parser.add_argument('--steps', type=int, default=3, help='profiled steps (after 2 warm-up)')
   parser.add_argument('--batch-norm', default='fused', choices=['fused', 'flax'])
   parser.add_argument('--top', type=int, default=15, help='kernels listed by name')
