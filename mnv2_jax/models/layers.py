@@ -117,25 +117,32 @@ class PointwiseConv(nn.Module):
     return pointwise_conv(inputs, kernel)
 
 
+def same_patches(inputs: jax.Array, kernel_size: int, stride: int) -> jax.Array:
+  """The TF-'SAME' k x k patches of NHWC `inputs` at `stride`, (N, H', W', k*k*C).
+
+  Tap (i, j)'s channels sit at (i * k + j) * C + c, the order of an HWIO
+  kernel reshaped to (k*k*C, out).
+  """
+  batch, height, width, channels = inputs.shape
+  out_h, out_w = -(-height // stride), -(-width // stride)
+  padded = jnp.pad(inputs, ((0, 0), architecture.same_padding(height, stride, kernel_size),
+                            architecture.same_padding(width, stride, kernel_size), (0, 0)))
+  taps = [jax.lax.slice(padded, (0, i, j, 0),
+                        (batch, i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1,
+                         channels), (1, stride, stride, 1))
+          for i in range(kernel_size) for j in range(kernel_size)]
+  return jnp.concatenate(taps, axis=-1)
+
+
 def patches_conv(inputs: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """A k x k convolution with TF-'SAME' padding as one matrix product over its k*k*in patches.
 
-  The patch of an output pixel lists tap (i, j)'s input channels at position
-  (i * k + j) * in + c, the order of the HWIO kernel reshaped to (k*k*in, out).
   Worth it for few input channels only: the patches are k*k times the input.
   """
-  kernel_h, kernel_w, in_channels, out_channels = kernel.shape
-  height, width = inputs.shape[1:3]
-  out_h, out_w = -(-height // stride), -(-width // stride)
-  padded = jnp.pad(inputs, ((0, 0), architecture.same_padding(height, stride, kernel_h),
-                            architecture.same_padding(width, stride, kernel_w), (0, 0)))
-  taps = [jax.lax.slice(padded, (0, i, j, 0),
-                        (padded.shape[0], i + stride * (out_h - 1) + 1,
-                         j + stride * (out_w - 1) + 1, in_channels), (1, stride, stride, 1))
-          for i in range(kernel_h) for j in range(kernel_w)]
-  patches = jnp.concatenate(taps, axis=-1)
-  return pointwise_conv(patches, kernel.reshape(1, 1, kernel_h * kernel_w * in_channels,
-                                                out_channels))
+  kernel_size, _, in_channels, out_channels = kernel.shape
+  return pointwise_conv(same_patches(inputs, kernel_size, stride),
+                        kernel.reshape(1, 1, kernel_size * kernel_size * in_channels,
+                                       out_channels))
 
 
 class PatchesConv(nn.Module):

@@ -50,7 +50,6 @@ source blocks.
 Everything here is inference only: BN uses the running statistics.
 """
 
-import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -59,7 +58,7 @@ import jax.numpy as jnp
 from mnv2_jax.models import architecture
 from mnv2_jax.models.depthwise import (depthwise_conv_shifted, depthwise_conv_xla,
                                        resolve_depthwise_impl)
-from mnv2_jax.models.layers import BATCH_NORM_EPSILON, patches_conv, relu6
+from mnv2_jax.models.layers import BATCH_NORM_EPSILON, relu6, same_patches
 
 # (params, batch_stats) of one Flax submodule tree, e.g. of block_3.
 Variables = tuple[Mapping[str, Any], Mapping[str, Any]]
@@ -226,13 +225,16 @@ def split_stem_and_first_block(images: jax.Array, stem: Variables, first_block: 
     return _slice_channels(stem_kernel, start, size)
 
   # On CPU the stem is a matrix product over the image's patches, as in the normal network
-  # (layers.patches_conv), each group's 8 or so output channels from the same patches.
-  stem_conv = (functools.partial(patches_conv, stride=2)
-               if resolve_depthwise_impl(depthwise_impl) == 'shifted'
-               else functools.partial(_conv, stride=2))
+  # (layers.patches_conv); the patches are cut once, before the group loop.
+  if resolve_depthwise_impl(depthwise_impl) == 'shifted':
+    patches = same_patches(images, stem_kernel.shape[0], 2)
+    stem_conv = lambda kernel: jnp.einsum('nhwc,cd->nhwd', patches,
+                                          kernel.reshape(-1, kernel.shape[-1]))
+  else:
+    stem_conv = lambda kernel: _conv(images, kernel, 2)
 
   def stem_group(batch_norm, kernel):
-    return relu6(_apply_batch_norm(stem_conv(images, kernel), batch_norm, dtype))
+    return relu6(_apply_batch_norm(stem_conv(kernel), batch_norm, dtype))
 
   height, width = (architecture.conv_output_size(size, 2) for size in images.shape[1:3])
   out_shape = (images.shape[0], architecture.conv_output_size(height, block_spec.stride),
