@@ -143,6 +143,10 @@ def _shifted_backward(stride, dilation, residuals, output_grad):
   input_grad = input_gradient(output_grad, kernel, stride, dilation, height, width)
 
   padded = _same_padded(inputs, (kernel_h, kernel_w), stride, dilation)
+  # Materialise the padded input and the output gradient before the nine products: fused into
+  # the reduction instead, their producers (the previous BN + ReLU6, this BN's gradient) were
+  # recomputed for every tap. Whole training steps 1.01-1.04x faster (benchmarks/README.md).
+  padded, output_grad = jax.lax.optimization_barrier((padded, output_grad))
   products = [window.astype(jnp.float32) * output_grad.astype(jnp.float32)
               for _, window in _padded_windows(padded, (kernel_h, kernel_w), stride,
                                                out_h, out_w, dilation)]
