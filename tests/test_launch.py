@@ -284,8 +284,9 @@ def test_ctrl_c_stops_runs_with_sigterm_so_they_save_and_the_next_launch_resumes
   hold.touch()
   driver = tmp_path / 'driver.py'
   driver.write_text(textwrap.dedent(f'''\
-      import shlex, sys
+      import faulthandler, shlex, signal, sys
       from launch import local
+      faulthandler.register(signal.SIGUSR1)  # prints its stack if the test finds it hung
       runs = []
       for name in ('a', 'b', 'c'):
         workdir = '{tmp_path}/runs/s/' + name
@@ -307,7 +308,15 @@ def test_ctrl_c_stops_runs_with_sigterm_so_they_save_and_the_next_launch_resumes
   manifest_file = tmp_path / 'runs' / 's' / 'manifest.json'
   pids = [run['pid'] for run in manifest_lib.read_manifest(manifest_file)['runs'][:2]]
   launcher.send_signal(signal.SIGINT)
-  output = launcher.communicate(timeout=60)[0]
+  try:
+    output = launcher.communicate(timeout=60)[0]
+  except subprocess.TimeoutExpired:
+    launcher.send_signal(signal.SIGUSR1)  # its Python stack, for the failure message
+    time.sleep(2)
+    launcher.kill()
+    hold.unlink()  # lets the stand-ins end
+    pytest.fail('the launcher did not stop within 60 s of Ctrl-C; its output and stack:\n' +
+                launcher.communicate()[0])
   assert launcher.returncode == 130, output
   for pid in pids:
     with pytest.raises(ProcessLookupError):
