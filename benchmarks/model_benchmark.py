@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--expansion-ratio', type=float, default=6,
                       help='t of every block but the first (MobileNetV2 only)')
   parser.add_argument('--depthwise-impl', default='auto',
-                      help="comma-separated list of 'xla', 'shifted', 'auto'; each is timed")
+                      help="comma-separated list of 'xla', 'shifted', 'ffi', 'auto'; each is timed")
   parser.add_argument('--batch-norm', default='fused',
                       help="comma-separated: 'fused' (the model's BatchNorm, hand-written "
                            "gradient) and/or 'flax' (the same model with flax's nn.BatchNorm, "
@@ -99,9 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = parser.parse_args(argv)
   impls = [impl.strip() for impl in args.depthwise_impl.split(',') if impl.strip()]
   for impl in impls:
-    if impl not in ('xla', 'shifted', 'auto'):
+    if impl not in ('xla', 'shifted', 'ffi', 'auto'):
       parser.error(f"--depthwise-impl: unknown {impl!r}; use a comma-separated list of "
-                   f"'xla', 'shifted', 'auto'.")
+                   f"'xla', 'shifted', 'ffi', 'auto'.")
   if not impls:
     parser.error("--depthwise-impl is empty; give e.g. 'shifted' or 'xla,shifted'.")
   args.depthwise_impls = impls

@@ -24,7 +24,7 @@ def model(**changes: Any) -> ml_collections.ConfigDict:
   section.shortcut = 'bottleneck'
   section.dropout_rate = 0.2
   section.batch_norm_momentum = 0.997  # the official BN decay
-  section.depthwise_impl = 'auto'
+  section.depthwise_impl = 'auto'  # or 'xla', 'shifted', 'ffi' (CPU kernel; docs/model.md)
   section.dtype = 'float32'
   # Initialisation: the official network's, unless a CPU-scale config says otherwise.
   section.kernel_init = 'truncated_normal'  # or 'fan_in' (He variance scaling)

@@ -362,7 +362,7 @@ def test_mobilenet_v2_rejects_bad_arguments_naming_them(kwargs, argument):
 @pytest.mark.parametrize('kwargs, allowed', [
     (dict(bottleneck_activation='relu'), "['linear', 'relu6']"),
     (dict(shortcut='dense'), "['bottleneck', 'expansion', 'none']"),
-    (dict(depthwise_impl='cudnn'), "['auto', 'xla', 'shifted']"),
+    (dict(depthwise_impl='cudnn'), "['auto', 'xla', 'shifted', 'ffi']"),
 ])
 def test_choice_errors_list_the_allowed_values(kwargs, allowed):
   with pytest.raises(ValueError) as error:

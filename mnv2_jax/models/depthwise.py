@@ -1,4 +1,4 @@
-"""3x3 depthwise convolution with TF-'SAME' padding, in two equivalent forms.
+"""3x3 depthwise convolution with TF-'SAME' padding, in three equivalent forms.
 
 'xla' is XLA's grouped convolution (`feature_group_count=channels`): the right
 choice on GPU/TPU, where it has dedicated kernels. On CPU that grouped
@@ -6,6 +6,8 @@ convolution is roughly 10x slower than it needs to be, so 'shifted' writes the
 same operation as nine strided slices of the padded input, each multiplied by
 its per-channel tap and summed; XLA fuses these into a few elementwise loops.
 No library provides a fast CPU depthwise convolution for JAX, hence this code.
+'ffi' (CPU only, `depthwise_ffi.py`) is a hand-written C++ kernel called
+through XLA's FFI, built with the system's compiler at first use.
 'auto' picks 'shifted' on CPU and 'xla' elsewhere.
 
 Both take a `dilation` (atrous rate) for the dense-prediction backbones: tap
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 from mnv2_jax.models import reductions
 from mnv2_jax.models.architecture import KERNEL_SIZE, same_padding
 
-DEPTHWISE_IMPLS = ('auto', 'xla', 'shifted')
+DEPTHWISE_IMPLS = ('auto', 'xla', 'shifted', 'ffi')
 # How the shifted form's backward sums the kernel gradient (read when the gradient is
 # traced; benchmarks/model_benchmark.py --depthwise-kernel-gradient times them):
 # 'nine_reductions' (one per tap), 'one_reduction' (one variadic reduction over the
@@ -49,7 +51,27 @@ def resolve_depthwise_impl(impl: str) -> str:
     raise ValueError(f'depthwise_impl must be one of {list(DEPTHWISE_IMPLS)}, got {impl!r}.')
   if impl == 'auto':
     return 'shifted' if jax.default_backend() == 'cpu' else 'xla'
+  if impl == 'ffi' and jax.default_backend() != 'cpu':
+    raise ValueError(f"depthwise_impl='ffi' is a CPU kernel and the backend is "
+                     f"{jax.default_backend()}; use 'auto' or 'xla'.")
   return impl
+
+
+def is_cpu_form(impl: str) -> bool:
+  """Whether `impl` resolves to one of the CPU forms (which also run the stem as patches)."""
+  return resolve_depthwise_impl(impl) in ('shifted', 'ffi')
+
+
+def depthwise_conv(inputs: jax.Array, kernel: jax.Array, stride: int, dilation: int = 1,
+                   impl: str = 'auto') -> jax.Array:
+  """The depthwise convolution in the form `impl` names; 'ffi' runs float32 only (else shifted)."""
+  impl = resolve_depthwise_impl(impl)
+  if impl == 'xla':
+    return depthwise_conv_xla(inputs, kernel, stride, dilation)
+  if impl == 'ffi' and inputs.dtype == jnp.float32 and kernel.dtype == jnp.float32:
+    from mnv2_jax.models import depthwise_ffi  # pylint: disable=import-outside-toplevel
+    return depthwise_ffi.depthwise_conv_ffi(inputs, kernel, stride, dilation)
+  return depthwise_conv_shifted(inputs, kernel, stride, dilation)
 
 
 def depthwise_conv_xla(inputs: jax.Array, kernel: jax.Array, stride: int,
@@ -246,6 +268,4 @@ class DepthwiseConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (KERNEL_SIZE, KERNEL_SIZE, 1, channels),
                         jnp.float32)
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
-    if resolve_depthwise_impl(self.impl) == 'xla':
-      return depthwise_conv_xla(inputs, kernel, self.stride, self.dilation)
-    return depthwise_conv_shifted(inputs, kernel, self.stride, self.dilation)
+    return depthwise_conv(inputs, kernel, self.stride, self.dilation, self.impl)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from mnv2_jax.models import architecture
 from mnv2_jax.models.batch_norm import BatchNorm
-from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, resolve_depthwise_impl
+from mnv2_jax.models.depthwise import DEPTHWISE_IMPLS, is_cpu_form
 
 # The official TF-Slim initialiser for every convolution, depthwise and logits kernel.
 kernel_init = nn.initializers.truncated_normal(stddev=0.09)
@@ -164,10 +164,10 @@ class PatchesConv(nn.Module):
 
 def conv(features: int, kernel_size: int, stride: int, dtype: Any, name: str,
          init: Any = kernel_init, impl: str = 'xla') -> nn.Module:
-  """A convolution without bias; `impl` 'shifted' (or 'auto' on CPU) runs a k x k one as patches."""
+  """A convolution without bias; a CPU depthwise form (`is_cpu_form`) runs a k x k one as patches."""
   if kernel_size == 1 and stride == 1:
     return PointwiseConv(features, dtype=dtype, kernel_init=init, name=name)
-  if resolve_depthwise_impl(impl) == 'shifted':
+  if is_cpu_form(impl):
     return PatchesConv(features, kernel_size, stride, dtype=dtype, kernel_init=init, name=name)
   # Flax 'SAME' is TF 'SAME': for stride 2 on an even input it pads 0 before and 1 after.
   return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding='SAME',

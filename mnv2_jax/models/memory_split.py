@@ -56,8 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from mnv2_jax.models import architecture
-from mnv2_jax.models.depthwise import (depthwise_conv_shifted, depthwise_conv_xla,
-                                       resolve_depthwise_impl)
+from mnv2_jax.models.depthwise import depthwise_conv, is_cpu_form
 from mnv2_jax.models.layers import BATCH_NORM_EPSILON, relu6, same_patches
 
 # (params, batch_stats) of one Flax submodule tree, e.g. of block_3.
@@ -112,12 +111,6 @@ def _apply_batch_norm(inputs: jax.Array, slices, dtype: Any) -> jax.Array:
   return jnp.asarray((inputs - mean) * multiplier + bias, dtype)
 
 
-def _depthwise(inputs: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Array:
-  if resolve_depthwise_impl(impl) == 'xla':
-    return depthwise_conv_xla(inputs, kernel, stride)
-  return depthwise_conv_shifted(inputs, kernel, stride)
-
-
 def _grouped_bottleneck(block_input: jax.Array, inner_vectors: Callable[[Any, int], Any],
                         inner_kernels: Callable[[Any, int], Any],
                         inner_group: Callable[[Any, Any], jax.Array], inner_channels: int,
@@ -161,7 +154,7 @@ def _grouped_bottleneck(block_input: jax.Array, inner_vectors: Callable[[Any, in
 
   def partial_projection(vectors, kernels):
     hidden = inner_group(vectors['inner'], kernels['inner'])
-    hidden = _depthwise(hidden, vectors['depthwise_kernel'], stride, depthwise_impl)
+    hidden = depthwise_conv(hidden, vectors['depthwise_kernel'], stride, impl=depthwise_impl)
     hidden = relu6(_apply_batch_norm(hidden, vectors['depthwise_bn'], dtype))
     return jnp.einsum('nhwc,cd->nhwd', hidden, kernels['project_rows'])
 
@@ -226,7 +219,7 @@ def split_stem_and_first_block(images: jax.Array, stem: Variables, first_block: 
 
   # On CPU the stem is a matrix product over the image's patches, as in the normal network
   # (layers.patches_conv); the patches are cut once, before the group loop.
-  if resolve_depthwise_impl(depthwise_impl) == 'shifted':
+  if is_cpu_form(depthwise_impl):
     patches = same_patches(images, stem_kernel.shape[0], 2)
     stem_conv = lambda kernel: jnp.einsum('nhwc,cd->nhwd', patches,
                                           kernel.reshape(-1, kernel.shape[-1]))

@@ -90,7 +90,7 @@ class MobileNetV2(nn.Module):
         network; it adds no parameters);
       'none' - no residual connections at all.
     dropout_rate: dropout before the classifier during training.
-    depthwise_impl: 'auto' | 'xla' | 'shifted' (see `depthwise.py`).
+    depthwise_impl: 'auto' | 'xla' | 'shifted' | 'ffi' (see `depthwise.py`).
     batch_norm_axis_name: a mapped axis over which BN statistics are averaged
       in training (synchronised BN); None keeps them per device.
     batch_norm_momentum: decay of the BN moving averages used at evaluation
