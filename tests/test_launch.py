@@ -287,6 +287,9 @@ def test_ctrl_c_stops_runs_with_sigterm_so_they_save_and_the_next_launch_resumes
       import faulthandler, shlex, signal, sys
       from launch import local
       faulthandler.register(signal.SIGUSR1)  # prints its stack if the test finds it hung
+      # Ctrl-C as at a terminal: a test run started as a background job (`cmd &` in a shell
+      # without job control) hands its children SIGINT ignored, and Python leaves it so.
+      signal.signal(signal.SIGINT, signal.default_int_handler)
       runs = []
       for name in ('a', 'b', 'c'):
         workdir = '{tmp_path}/runs/s/' + name

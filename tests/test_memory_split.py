@@ -30,6 +30,8 @@ NETWORK_CASES = [
     # The standard network: block 1 in four groups, blocks 2-16 whole (memory_plan.py).
     (0.35, 64, 4, dict()),
     (1.0, 33, 5, dict(shortcut='expansion')),
+    # The hand-written CPU depthwise kernel inside the group loop (depthwise_ffi.py).
+    (0.35, 48, 4, dict(depthwise_impl='ffi')),
 ]
 
 
