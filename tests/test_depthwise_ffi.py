@@ -66,6 +66,22 @@ def test_value_and_both_gradients_equal_the_shifted_form_and_xla(shape, stride, 
       assert _relative_error(want, got) < 1e-5, (reference, part)
 
 
+def test_under_vmap_it_equals_the_shifted_form_per_example():
+  rng = np.random.default_rng(5)
+  inputs = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 4)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 1, 4)), jnp.float32)  # one kernel per example
+
+  def per_example(form):
+    return jax.jit(jax.vmap(jax.value_and_grad(
+        lambda x, k: jnp.sum(jnp.sin(form(x, k, 2))), argnums=(0, 1))))
+
+  (want_value, want_grads) = per_example(depthwise.depthwise_conv_shifted)(inputs, kernel)
+  (got_value, got_grads) = per_example(depthwise_ffi.depthwise_conv_ffi)(inputs, kernel)
+  assert _relative_error(want_value, got_value) < 1e-5
+  for want, got in zip(want_grads, got_grads):
+    assert _relative_error(want, got) < 1e-5
+
+
 def test_the_kernel_gradient_is_deterministic():
   # Per-thread partial sums are added in thread order: the same bits every call.
   rng = np.random.default_rng(0)

@@ -112,7 +112,10 @@ def _geometry(height: int, width: int, kernel_shape, stride: int, dilation: int)
 
 
 def _call(target: str, result_shape, *operands, **geometry) -> jax.Array:
-  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(result_shape, jnp.float32))(
+  # Under vmap (e.g. per-example gradients) the kernels run once per mapped element: they
+  # take NHWC arrays only.
+  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(result_shape, jnp.float32),
+                          vmap_method='sequential')(
       *operands, **{name: np.int64(value) for name, value in geometry.items()})
 
 
