@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnv2_jax.models import reductions
+from mnv2_jax.models import depthwise_ffi, reductions
 from mnv2_jax.models.architecture import KERNEL_SIZE, same_padding
 
 DEPTHWISE_IMPLS = ('auto', 'xla', 'shifted', 'ffi')
@@ -69,7 +69,6 @@ def depthwise_conv(inputs: jax.Array, kernel: jax.Array, stride: int, dilation: 
   if impl == 'xla':
     return depthwise_conv_xla(inputs, kernel, stride, dilation)
   if impl == 'ffi' and inputs.dtype == jnp.float32 and kernel.dtype == jnp.float32:
-    from mnv2_jax.models import depthwise_ffi  # pylint: disable=import-outside-toplevel
     return depthwise_ffi.depthwise_conv_ffi(inputs, kernel, stride, dilation)
   return depthwise_conv_shifted(inputs, kernel, stride, dilation)
 
