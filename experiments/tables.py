@@ -66,10 +66,6 @@ def _per_seed(runs: Sequence[dict[str, Any]], metric: str) -> str:
   return ' / '.join(cells)
 
 
-def _fraction(count: int, total: int) -> str:
-  return f'{count}/{total}'
-
-
 def convergence_tally(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   """Per sweep and over all ('all'): finished runs, how many converged, and the fraction."""
   by_sweep: dict[str, list[bool]] = {}
@@ -108,12 +104,13 @@ def configuration_table(rows: Sequence[dict[str, Any]], aggregated: Sequence[dic
            '|---|---|---|---|---|---|---|---|']
   for row in aggregated:
     runs = runs_of[row['configuration']]
-    known = [run['converged'] for run in runs if run['converged'] is not None]
+    known, fraction = row['n_convergence_known'], row['converged_fraction']
+    converged = round(fraction * known) if known else 0
     learned = row['learned_fraction']
     lines.append(
         f"| `{row['configuration']}` | {row['seeds']} | {_madds(row['madds'])} | "
         f"{_mean_sd(row, metric)} | {_interval(row, metric)} | {_per_seed(runs, metric)} | "
-        f"{_fraction(sum(known), len(known))} | "
+        f"{converged}/{known} | "
         f"{'' if learned is None else f'{learned:.0%}'} |")
   return lines
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments import tables
+from experiments import collect, tables
 from synthetic_runs import write_run
 
 SETTLED = ((100, 0.90), (200, 0.91))  # EMA top-1 gains 1 point over the last quarter
@@ -28,7 +28,6 @@ def workroot(tmp_path):
 
 
 def test_convergence_tally_counts_finished_runs_per_sweep_and_over_all(workroot):
-  from experiments import collect
   tally = {entry['sweep']: entry for entry in tables.convergence_tally(collect.collect(workroot))}
   assert (tally['fig5']['runs'], tally['fig5']['converged']) == (7, 7)
   assert (tally['fig6b']['runs'], tally['fig6b']['converged']) == (1, 0)
