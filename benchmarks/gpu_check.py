@@ -37,27 +37,20 @@ import subprocess
 import sys
 import time
 import traceback
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-import mnv2_jax
 from mnv2_jax import models, parallel
 from mnv2_jax.models import deeplab, ssdlite
 from mnv2_jax.models.depthwise import resolve_depthwise_impl
 
-# mnv2_jax.train's __init__ imports the training loop and with it the input pipeline
-# (TensorFlow), which accelerator images often lack; the step and the state need neither, so
-# their package is registered without running its __init__.
-if 'mnv2_jax.train' not in sys.modules:
-  _train_package = types.ModuleType('mnv2_jax.train')
-  _train_package.__path__ = [str(pathlib.Path(mnv2_jax.__file__).parent / 'train')]
-  sys.modules['mnv2_jax.train'] = _train_package
-from mnv2_jax.train import state as state_lib  # noqa: E402
-from mnv2_jax.train import step as step_lib  # noqa: E402
+# Neither the state nor the step imports the input pipeline (TensorFlow), which accelerator
+# images often lack (tests/test_train_package.py).
+from mnv2_jax.train import state as state_lib
+from mnv2_jax.train import step as step_lib
 
 HIGHEST_PRECISION_TOLERANCE = 1e-4  # relative_difference of outputs (forward passes, losses)
 # The full network's gradients at slim's initialisation are ill-conditioned in float32: on CPU
