@@ -15,6 +15,7 @@ import tensorflow as tf
 from experiments import figures
 from mnv2_jax import checkpoint, data, metrics, pretrained, run_report
 from mnv2_jax.train import loop
+from mnv2_jax.train import step as step_lib
 import train_test_utils as utils
 from train_test_utils import shapes_data_dir  # noqa: F401 (fixture)
 
@@ -226,6 +227,7 @@ def test_bad_config_fails_before_anything_is_compiled_or_written(tmp_path, monke
       ('data.dataset', 'no_such_dataset', 'no_such_dataset'),
       ('data.batch_size', 12, '12'),  # not divisible by the 8 devices
       ('train.precise_batch_norm_batches', -1, 'config.train.precise_batch_norm_batches must be'),
+      ('train.matmul_precision', 'fast', 'config.train.matmul_precision must be'),
   ]:
     config = utils.tiny_config(None, num_steps=2)
     section, name = field.split('.')
@@ -234,6 +236,26 @@ def test_bad_config_fails_before_anything_is_compiled_or_written(tmp_path, monke
     with pytest.raises(ValueError, match=message):
       loop.train_and_evaluate(config, str(tmp_path / 'run'))
     assert not os.path.exists(tmp_path / 'run')
+
+
+def test_the_train_and_eval_steps_compile_under_the_configured_matmul_precision(
+    tmp_path, monkeypatch, shapes_data_dir):
+  traced_under = {}
+
+  def recording(name, step_fn):
+    def step(*args, **kwargs):  # runs while jax traces the step
+      traced_under.setdefault(name, set()).add(jax.config.jax_default_matmul_precision)
+      return step_fn(*args, **kwargs)
+    return step
+
+  for name in ('train_step', 'eval_step'):
+    monkeypatch.setattr(step_lib, name, recording(name, getattr(step_lib, name)))
+  config = utils.tiny_config(shapes_data_dir, num_steps=2)
+  config.train.matmul_precision = 'highest'
+  with contextlib.redirect_stdout(io.StringIO()):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert traced_under == {'train_step': {'highest'}, 'eval_step': {'highest'}}
+  assert jax.config.jax_default_matmul_precision is None  # restored after the run
 
 
 def test_pretrained_weights_evaluate_like_the_run_that_trained_them(tmp_path, finished_run):

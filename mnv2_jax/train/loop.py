@@ -33,6 +33,7 @@ stalls the device queue): a non-finite loss stops the run within one step of
 its appearance, before any checkpoint of the broken state is written.
 """
 
+import contextlib
 import functools
 import json
 import logging as std_logging
@@ -71,6 +72,8 @@ FINAL_METRICS_FILE = 'final_metrics.json'
 PRECISE_BN_PREFIX = 'precise_bn_'
 # Their training batches come from the stream of seed + this offset, not the run's own.
 PRECISE_BN_SEED_OFFSET = 1_000_003
+# config.train.matmul_precision: the names jax.default_matmul_precision takes for float32 work.
+MATMUL_PRECISIONS = ('default', 'high', 'highest', 'bfloat16', 'tensorfloat32', 'float32')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -127,6 +130,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f'one of {list(parallel.STRATEGIES)}', train.parallel_strategy)
   _check(isinstance(train.sync_batch_norm, bool), 'train.sync_batch_norm', 'True or False',
          train.sync_batch_norm)
+  precision = train.get('matmul_precision')
+  _check(precision is None or precision in MATMUL_PRECISIONS, 'train.matmul_precision',
+         f"None (JAX's default) or one of {list(MATMUL_PRECISIONS)}", precision)
   precise = train.get('precise_batch_norm_batches', 0)
   _check(_is_int(precise) and precise >= 0, 'train.precise_batch_norm_batches',
          'an integer >= 0 (0: evaluate with the BN moving averages only)', precise)
@@ -466,6 +472,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   start_time = time.time()
   workdir = os.path.abspath(workdir)
   lock = checkpointer = writer = None
+  precision_scope = contextlib.ExitStack()
   try:
     # Until the state is ready: a refused run prints only its error line.
     with errors.logs_held_back() as show_held_logs:
@@ -473,6 +480,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         validate_config(config)
         _check_workdir_path(workdir)
         task = tasks.get_task(config)
+      # Everything compiled from here on (initialisation, train, eval and statistics steps).
+      precision_scope.enter_context(
+          jax.default_matmul_precision(config.train.get('matmul_precision')))
       _quiet_library_info_logs()
       parallel.initialize_distributed(config)
       dp = parallel.DataParallel(config.train.parallel_strategy)
@@ -593,6 +603,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                   steps_per_epoch, learning_rate_fn, evaluate_state, checkpointer, writer,
                   counts, wall_time)
   finally:
+    precision_scope.close()
     if writer is not None:
       writer.close()
     if checkpointer is not None:
