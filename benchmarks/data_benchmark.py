@@ -8,8 +8,9 @@ training loop pulling batches would see):
              size (500x375, made from built-in renders: decoding cost depends
              on the pixel count), so the fused decode-and-crop path is timed.
   shapes     the built-in procedural_shapes dataset at --shapes-resolution
-             (64), rendered at that resolution, read from its TFDS files
-             (cached in memory after the first epoch).
+             (64), read from its TFDS files and cached in memory after the first
+             epoch, timed with its images cached decoded (what the pipeline
+             does) and encoded (decoded again every epoch).
   generate   rendering + writing --generate-examples (20k) training images of
              the built-in dataset at 64 px (plus 10% test images), timed.
 
@@ -20,6 +21,10 @@ input never limits training.
 Examples:
   python benchmarks/data_benchmark.py
   python benchmarks/data_benchmark.py --cases imagenet --batch 128 --batches 20
+  # the ablation sweeps' input (0.35 at 48 px, batch 64: configs/default.py)
+  python benchmarks/data_benchmark.py --cases shapes --shapes-version 2.0.0 \
+      --shapes-resolution 48 --shapes-train-examples 10000 --min-crop-area 0.5 \
+      --no-color-jitter --batches 150
 """
 
 import argparse
@@ -32,6 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mnv2_jax import data
+from mnv2_jax.data import input_pipeline
 from mnv2_jax.data import procedural_shapes
 
 IMAGENET_TYPICAL_SIZE = (375, 500)  # height, width of most ImageNet JPEGs
@@ -76,14 +82,25 @@ def benchmark_imagenet(args) -> float:
     return _time_iterator(iterator, args.batch, args.warmup, args.batches)
 
 
-def benchmark_shapes(args, data_dir: str) -> float:
+def benchmark_shapes(args, data_dir: str) -> dict[str, float]:
+  """images/s of the cached built-in pipeline, its images cached decoded and encoded.
+
+  Timed after the first epoch (--shapes-train-examples / --batch steps), when every
+  example comes from the cache.
+  """
   config = data.get_data_config(
       data_dir=data_dir, resolution=args.shapes_resolution,
-      batch_size=args.batch, num_train_examples=4096, num_test_examples=16,
-      color_jitter=True, cache=True)
+      batch_size=args.batch, num_train_examples=args.shapes_train_examples,
+      num_test_examples=16, color_jitter=args.color_jitter,
+      min_crop_area=args.min_crop_area, dataset_version=args.shapes_version, cache=True)
   data.get_dataset_info(config)  # renders it (not timed)
-  iterator = data.create_train_iterator(config, seed=0)
-  return _time_iterator(iterator, args.batch, args.warmup, args.batches)
+  first_epoch = args.shapes_train_examples // args.batch
+  rates = {}
+  for cache, limit in (('decoded', input_pipeline.DECODED_CACHE_LIMIT_BYTES), ('encoded', 0)):
+    input_pipeline.DECODED_CACHE_LIMIT_BYTES = limit
+    iterator = data.create_train_iterator(config, seed=0)
+    rates[cache] = _time_iterator(iterator, args.batch, first_epoch + args.warmup, args.batches)
+  return rates
 
 
 def benchmark_generation(args, data_dir: str) -> float:
@@ -104,6 +121,11 @@ def main():
   parser.add_argument('--batches', type=int, default=15)
   parser.add_argument('--imagenet-resolution', type=int, default=224)
   parser.add_argument('--shapes-resolution', type=int, default=64)
+  parser.add_argument('--shapes-version', default=None,
+                      help='procedural_shapes version (default: the data config default)')
+  parser.add_argument('--shapes-train-examples', type=int, default=4096)
+  parser.add_argument('--min-crop-area', type=float, default=0.05)
+  parser.add_argument('--color-jitter', action=argparse.BooleanOptionalAction, default=True)
   parser.add_argument('--generate-examples', type=int, default=20_000)
   parser.add_argument('--data-dir', default=None,
                       help='where the built-in dataset goes (default: a '
@@ -120,10 +142,12 @@ def main():
             f'(JPEG 500x375, fused decode+crop, colour jitter), batch '
             f'{args.batch}: {rate:.0f} images/s')
     if 'shapes' in cases:
-      rate = benchmark_shapes(args, data_dir)
-      print(f'procedural_shapes train pipeline @{args.shapes_resolution} '
-            f'(colour jitter, cached), batch {args.batch}: '
-            f'{rate:.0f} images/s')
+      rates = benchmark_shapes(args, data_dir)
+      for cache, rate in rates.items():
+        print(f'procedural_shapes {args.shapes_version or "(default version)"} train pipeline '
+              f'@{args.shapes_resolution} (colour jitter {args.color_jitter}, crops >= '
+              f'{args.min_crop_area:.0%} of the area, cached {cache}), batch {args.batch}: '
+              f'{rate:.0f} images/s')
     if 'generate' in cases:
       seconds = benchmark_generation(args, data_dir)
       print(f'procedural_shapes generation of {args.generate_examples} train '

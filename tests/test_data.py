@@ -248,6 +248,22 @@ def test_cached_train_iterator_resumes_too(shapes_config):
   _assert_batches_equal(fresh[6:], resumed)
 
 
+def test_the_cache_keeps_the_built_in_jpegs_decoded_and_their_crops_are_unchanged(
+    shapes_config, monkeypatch):
+  config = shapes_config.copy_and_resolve_references()
+  config.cache = True
+  builder = data.datasets.get_builder(config)
+  cached = lambda: input_pipeline._cached_part(builder, 'train', 0, 1, NUM_TRAIN)
+  assert cached().element_spec['image'].dtype == tf.uint8
+  decoded = _take(data.create_train_iterator(config, seed=3), 14)  # two epochs
+  monkeypatch.setattr(input_pipeline, 'DECODED_CACHE_LIMIT_BYTES', 0)
+  assert cached().element_spec['image'].dtype == tf.string
+  encoded = _take(data.create_train_iterator(config, seed=3), 14)
+  uncached = _take(data.create_train_iterator(shapes_config, seed=3), 14)
+  _assert_batches_equal(decoded, encoded)  # slicing the decoded image == decode_and_crop_jpeg
+  _assert_batches_equal(decoded, uncached)
+
+
 def test_train_iterator_rejects_bad_arguments_when_created(shapes_config):
   with pytest.raises(ValueError, match='start_step'):
     data.create_train_iterator(shapes_config, seed=0, start_step=-1)
