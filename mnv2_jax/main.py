@@ -23,7 +23,8 @@ from typing import Optional, Sequence  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mnv2_jax import checkpoint, compilation_cache, errors, flag_parsing, train  # noqa: E402
+from mnv2_jax import checkpoint, compilation_cache, errors, flag_parsing  # noqa: E402
+from mnv2_jax.train import loop  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
@@ -42,7 +43,7 @@ def main(argv):
                            f'e.g. --config.train.num_steps=100.')
   compilation_cache.enable(FLAGS.compilation_cache)
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except checkpoint.Preempted as e:
     print(f'Preempted: {e}', file=sys.stderr)
     sys.exit(143)  # as if SIGTERM had not been caught; re-run the command to resume
