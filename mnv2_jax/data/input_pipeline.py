@@ -97,12 +97,12 @@ def _decoders(builder: tfds.core.DatasetBuilder):
 DECODED_CACHE_LIMIT_BYTES = 2 * 2**30
 
 
-def _decoded_bytes(builder, num_examples: int) -> Optional[int]:
-  """Bytes of `num_examples` decoded images; None unless the image shape is fixed."""
+def _fixed_image_shape(builder) -> Optional[tuple[int, ...]]:
+  """The shape of every image of `builder`, or None where images differ in size."""
   feature = builder.info.features['image']
   if not isinstance(feature, tfds.features.Image) or None in feature.shape:
     return None
-  return num_examples * int(np.prod(feature.shape))
+  return tuple(feature.shape)
 
 
 def _cached_part(builder, split: str, process_index: int, process_count: int,
@@ -117,13 +117,12 @@ def _cached_part(builder, split: str, process_index: int, process_count: int,
   encoded: ImageNet decoded would not fit, and its crops decode only their own blocks.
   """
   ds = _read_part(builder, split, process_index, process_count)
-  decoded_bytes = _decoded_bytes(builder, num_examples)
-  if decoded_bytes is not None and decoded_bytes <= DECODED_CACHE_LIMIT_BYTES:
-    channels = builder.info.features['image'].shape[-1]
+  shape = _fixed_image_shape(builder)
+  if shape is not None and num_examples * int(np.prod(shape)) <= DECODED_CACHE_LIMIT_BYTES:
 
     def decode(example):
-      image = tf.io.decode_image(example['image'], channels=channels, expand_animations=False)
-      image.set_shape(builder.info.features['image'].shape)
+      image = tf.io.decode_image(example['image'], channels=shape[-1], expand_animations=False)
+      image.set_shape(shape)
       return dict(example, image=image)
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
