@@ -52,6 +52,9 @@ from mnv2_jax import run_report  # noqa: E402
 REFERENCE_DIR = reference_tables.DATA_DIR
 METRICS = ('final_ema_top1', 'final_top1', 'best_ema_top1', 'best_top1')
 FIGURE_FORMATS = ('png', 'pdf')
+# Without a creation date, a PDF regenerated from the same runs is the same file (no spurious diff
+# in results/); the PNG writer stores no date.
+FIGURE_METADATA = {'pdf': {'CreationDate': None}, 'png': {}}
 
 BOTTLENECK_LABELS = {'linear': 'Linear bottleneck', 'relu6': 'ReLU6 in bottleneck'}
 SHORTCUT_LABELS = {'bottleneck': 'Shortcut between bottlenecks',
@@ -408,7 +411,7 @@ def save_figures(figures: dict[str, Figure], out_dir) -> list[pathlib.Path]:
   for name, figure in figures.items():
     for extension in FIGURE_FORMATS:
       path = out_dir / f'{name}.{extension}'
-      figure.savefig(path, dpi=150)
+      figure.savefig(path, dpi=150, metadata=FIGURE_METADATA[extension])
       paths.append(path)
   return paths
 

@@ -381,3 +381,10 @@ def test_random_detection_boxes_are_valid_corners_of_any_class_and_repeat_for_a_
   sides = boxes[..., 2:] - boxes[..., :2]
   assert sides.min() >= detection_baseline.MIN_SIDE * 0.99
   assert set(np.unique(first['classes'])) == set(range(20)) and first['valid'].all()
+
+
+def test_figures_regenerated_from_the_same_runs_are_the_same_files(workroot, tmp_path):
+  for out in ('first', 'second'):
+    assert figures.main(['--workroot', str(workroot), '--out', str(tmp_path / out)]) == 0
+  for path in sorted((tmp_path / 'first').iterdir()):
+    assert path.read_bytes() == (tmp_path / 'second' / path.name).read_bytes(), path.name
