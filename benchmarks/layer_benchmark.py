@@ -29,6 +29,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model_benchmark  # noqa: E402  (the allocator, timing and PyTorch helpers)
+from mnv2_jax import provenance  # noqa: E402
 
 KINDS = ('stem', 'expand', 'depthwise', 'project', 'last')
 
@@ -147,7 +148,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.torch_threads)
   import jax  # pylint: disable=import-outside-toplevel
 
-  print(f'{model_benchmark.machine_description()["cpu_model"]}, jax {jax.__version__}, '
+  print(f'{provenance.machine_description()["cpu_model"]}, jax {jax.__version__}, '
         f'torch {torch.__version__} ({torch.get_num_threads()} threads), allocator '
         f'{model_benchmark.allocator.active_allocator()}; MobileNetV2 {args.width:g}@'
         f'{args.resolution} batch {args.batch}, forward + backward per layer, median ms of '

@@ -49,6 +49,7 @@ import time
 from typing import Any, Callable, Optional
 
 from mnv2_jax import allocator
+from mnv2_jax import provenance
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -517,24 +518,6 @@ def workload_argument_parser(description: str) -> argparse.ArgumentParser:
   return parser
 
 
-def machine_description() -> dict:
-  """`lscpu`'s model name and the vector extensions that matter to XLA:CPU and oneDNN."""
-  model, flags = 'unknown', set()
-  try:
-    with open('/proc/cpuinfo') as cpuinfo:
-      for line in cpuinfo:
-        key, _, value = line.partition(':')
-        if key.strip() == 'model name' and model == 'unknown':
-          model = value.strip()
-        elif key.strip() == 'flags' and not flags:
-          flags = set(value.split())
-  except OSError:
-    pass
-  wanted = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_bf16')
-  return {'cpu_model': model, 'cpu_flags': [flag for flag in wanted if flag in flags],
-          'cpu_count': os.cpu_count()}
-
-
 def _interleaved_step_times(engines, rounds: int, warmup_steps: int) -> dict:
   """Median seconds per training step of each engine, timed in interleaved rounds."""
   warm = {}
@@ -631,7 +614,7 @@ def run_suite(args: argparse.Namespace) -> dict:
                   'met': split / whole <= SUITE_MEMORY_SPLIT_TARGET}
   return {
       'environment': {
-          **machine_description(), 'jax': jax.__version__, 'backend': jax.default_backend(),
+          **provenance.machine_description(), 'jax': jax.__version__, 'backend': jax.default_backend(),
           'allocator': allocator.active_allocator(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'torch': getattr(torch, '__version__', None),
           'torch_threads': torch.get_num_threads() if torch is not None else None,

@@ -24,6 +24,7 @@ import sys
 
 from launch import manifest
 from mnv2_jax import allocator
+from mnv2_jax import provenance
 from mnv2_jax.data import procedural_shapes
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
       rows.append((sweep_name, name, config.data.batch_size / timing['step_seconds'], steps,
                    seconds))
 
-  model_name = model_benchmark.machine_description()['cpu_model']
+  model_name = provenance.machine_description()['cpu_model']
   print(f'Machine: {model_name}, {os.cpu_count()} CPUs; allocator '
         f'{allocator.active_allocator()}.\n')
   print('| sweep | run | training img/s | steps | minutes per seed |')

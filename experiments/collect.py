@@ -74,7 +74,7 @@ COLUMNS = (
     'sweep', 'name', 'configuration', 'seed', 'status', *CONFIGURATION_FIELDS, 'step',
     'total_steps', *(f'final_{stem}' for stem in ACCURACIES),
     *(f'best_{stem}' for stem in ACCURACIES), 'converged', 'learned', 'wall_time_seconds',
-    'workdir',
+    'cpu_models', 'code_commits', 'workdir',
 )
 AGGREGATED_METRICS = tuple(f'final_{stem}' for stem in ACCURACIES)
 STATISTICS = ('mean', 'std', 'ci95_low', 'ci95_high')
@@ -82,7 +82,7 @@ AGGREGATE_COLUMNS = (
     'sweep', 'configuration', 'status', 'n', 'n_finished', 'seeds', *CONFIGURATION_FIELDS,
     'total_steps', *(f'{metric}_{statistic}' for metric in AGGREGATED_METRICS
                      for statistic in STATISTICS),
-    'converged_fraction', 'n_convergence_known', 'learned_fraction',
+    'converged_fraction', 'n_converged', 'n_convergence_known', 'learned_fraction',
 )
 
 
@@ -174,6 +174,27 @@ def read_manifests(workroot: pathlib.Path) -> dict[str, dict[str, Any]]:
   return entries
 
 
+def provenance_of_run(run_info: dict[str, Any]) -> dict[str, Optional[str]]:
+  """The processors and commits of a run's starts (run_info.json 'starts'), ' + ' between them.
+
+  A commit with changes to tracked files is marked '+modified'. None for runs written before
+  run_info.json recorded its starts.
+  """
+  starts = run_info.get('starts') or []
+
+  def distinct(values):
+    values = [value for value in values if value]
+    return ' + '.join(dict.fromkeys(values)) or None
+
+  def commit(code):
+    if not code.get('commit'):
+      return None
+    return code['commit'][:12] + ('+modified' if code.get('modified') else '')
+
+  return {'cpu_models': distinct(start.get('machine', {}).get('cpu_model') for start in starts),
+          'code_commits': distinct(commit(start.get('code', {})) for start in starts)}
+
+
 def summarize_run(workdir: pathlib.Path, name: str,
                   manifest_entry: Optional[dict[str, Any]] = None) -> dict[str, Any]:
   """The CSV row of one run directory."""
@@ -215,6 +236,7 @@ def summarize_run(workdir: pathlib.Path, name: str,
       'params': run_info.get('params', (final or {}).get('params')),
       'madds': run_info.get('madds', (final or {}).get('madds')),
       'total_steps': run_info.get('total_steps'),
+      **provenance_of_run(run_info),
       'workdir': str(workdir),
   }
   for stem, key in ACCURACIES.items():
@@ -309,6 +331,7 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                   f'{metric}_ci95_low': estimate.low, f'{metric}_ci95_high': estimate.high})
     known = [run['converged'] for run in runs if run['converged'] is not None]
     row['converged_fraction'] = sum(known) / len(known) if known else None
+    row['n_converged'] = sum(known)
     row['n_convergence_known'] = len(known)
     learned = [run['learned'] for run in runs if run.get('learned') is not None]
     row['learned_fraction'] = sum(learned) / len(learned) if learned else None

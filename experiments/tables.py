@@ -104,8 +104,7 @@ def configuration_table(rows: Sequence[dict[str, Any]], aggregated: Sequence[dic
            '|---|---|---|---|---|---|---|---|']
   for row in aggregated:
     runs = runs_of[row['configuration']]
-    known, fraction = row['n_convergence_known'], row['converged_fraction']
-    converged = round(fraction * known) if known else 0
+    known, converged = row['n_convergence_known'], row['n_converged']
     learned = row['learned_fraction']
     lines.append(
         f"| `{row['configuration']}` | {row['seeds']} | {_madds(row['madds'])} | "

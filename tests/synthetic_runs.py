@@ -6,7 +6,7 @@ import pathlib
 
 def write_run(workroot: pathlib.Path, name: str, *, model='mobilenet_v2', width=1.0,
               resolution=32, expansion_ratio=6, activation='linear', shortcut='bottleneck',
-              evals=((100, 0.30), (200, 0.50)), finished=True, madds=None, seed=0):
+              evals=((100, 0.30), (200, 0.50)), finished=True, madds=None, seed=0, starts=None):
   """A workdir as mnv2_jax.main leaves it (config, run_info, metrics, maybe final metrics)."""
   workdir = workroot / name
   (workdir / 'checkpoints' / '200').mkdir(parents=True)
@@ -23,7 +23,7 @@ def write_run(workroot: pathlib.Path, name: str, *, model='mobilenet_v2', width=
       'expansion_ratio': expansion_ratio if model == 'mobilenet_v2' else None,
       'params': int(1e6 * width), 'params_no_bn': int(1e6 * width) - 100, 'madds': madds,
       'num_classes': 10, 'num_devices': 1, 'process_count': 1, 'steps_per_epoch': 50,
-      'total_steps': evals[-1][0]}))
+      'total_steps': evals[-1][0], **({'starts': starts} if starts is not None else {})}))
   lines = []
   for step, top1 in evals:
     lines.append({'step': step, 'epoch': step / 50, 'train_loss': 1.0, 'learning_rate': 0.1,

@@ -161,6 +161,24 @@ def test_converged_fraction_counts_the_runs_where_the_rule_decides(tmp_path):
     write_run(tmp_path, f'fig6a/run/seed{seed}', seed=seed, evals=evals)
   [row] = collect.aggregate(collect.collect(tmp_path))
   assert row['converged_fraction'] == 0.5 and row['n_convergence_known'] == 2
+  assert row['n_converged'] == 1
+
+
+def test_each_run_names_the_processors_and_commits_it_ran_on(tmp_path):
+  def start(step, cpu, commit, modified=False):
+    return {'start_step': step, 'machine': {'cpu_model': cpu},
+            'code': {'commit': commit, 'modified': modified}}
+  write_run(tmp_path, 'fig6a/moved/seed0', starts=[
+      start(0, 'AMD EPYC', 'a' * 40), start(400, 'AMD EPYC', 'a' * 40),
+      start(800, 'Intel(R) Xeon(R) Processor', 'b' * 40, modified=True)])
+  write_run(tmp_path, 'fig6a/old/seed0')  # written before run_info.json had its starts
+  write_run(tmp_path, 'fig6a/installed/seed0', starts=[start(0, 'AMD EPYC', None)])
+  rows = {row['name']: row for row in collect.collect(tmp_path)}
+  assert rows['fig6a/moved/seed0']['cpu_models'] == 'AMD EPYC + Intel(R) Xeon(R) Processor'
+  assert rows['fig6a/moved/seed0']['code_commits'] == 'aaaaaaaaaaaa + bbbbbbbbbbbb+modified'
+  assert rows['fig6a/old/seed0']['cpu_models'] is None
+  assert rows['fig6a/old/seed0']['code_commits'] is None
+  assert rows['fig6a/installed/seed0']['code_commits'] is None
 
 
 def test_a_run_that_never_left_chance_converges_but_has_not_learned(tmp_path):

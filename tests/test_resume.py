@@ -13,6 +13,7 @@ this test would see it otherwise). The code and config must not change between t
 a resumed run continues with the code and config of the restart.
 """
 
+import json
 import logging
 import os
 import signal
@@ -113,6 +114,11 @@ def test_run_killed_after_a_checkpoint_and_restarted_ends_bitwise_identical(tmp_
   assert 'Taking over workdir' in log and 'it was killed' in log  # its lock was left behind
   assert f'Resuming from step {killed_at}' in log
   assert os.path.exists(os.path.join(interrupted, 'final_metrics.json'))
+  # run_info.json records both starts of the interrupted run, the uninterrupted one's only one.
+  with open(os.path.join(interrupted, 'run_info.json')) as f:
+    assert [start['start_step'] for start in json.load(f)['starts']] == [0, killed_at]
+  with open(os.path.join(uninterrupted, 'run_info.json')) as f:
+    assert [start['start_step'] for start in json.load(f)['starts']] == [0]
 
   expected = _saved_state(uninterrupted, NUM_STEPS)
   actual = _saved_state(interrupted, NUM_STEPS)

@@ -25,7 +25,7 @@ EVAL_KEYS = {'step', 'epoch', 'eval_loss', 'eval_top1', 'eval_top5', 'eval_ema_t
 RUN_INFO_KEYS = {'task', 'model', 'width_multiplier', 'resolution', 'expansion_ratio', 'params',
                  'host_allocator',
                  'params_no_bn', 'madds', 'num_classes', 'num_devices', 'process_count',
-                 'steps_per_epoch', 'total_steps'}
+                 'steps_per_epoch', 'total_steps', 'starts'}
 FINAL_KEYS = {'step', 'eval_top1', 'eval_top5', 'eval_ema_top1', 'eval_ema_top5',
               'best_eval_top1', 'best_eval_top1_step', 'best_eval_ema_top1',
               'best_eval_ema_top1_step', 'wall_time_seconds', 'mean_images_per_second',
@@ -79,6 +79,9 @@ def test_built_in_dataset_run_writes_the_documented_workdir(finished_run):
   assert run_info['num_classes'] == 10 and run_info['total_steps'] == 4
   assert run_info['num_devices'] == jax.device_count() == 8
   assert run_info['params'] == utils.count_params(config, 10)
+  [start] = run_info['starts']  # where this run's numbers come from
+  assert start['start_step'] == 0 and start['platform'] == 'cpu'
+  assert start['versions']['jax'] == jax.__version__ and start['machine']['cpu_count'] >= 1
 
   lines = metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   train_lines = [line for line in lines if 'train_loss' in line]

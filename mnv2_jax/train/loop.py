@@ -58,6 +58,7 @@ from mnv2_jax import metrics as metrics_lib
 from mnv2_jax import tasks
 from mnv2_jax import parallel
 from mnv2_jax import pretrained
+from mnv2_jax import provenance
 from mnv2_jax import run_report
 from mnv2_jax import workdir_lock
 from mnv2_jax.train import optimizer as optimizer_lib
@@ -389,13 +390,17 @@ def _write_final_metrics(workdir: str, step: int, eval_metrics: dict, counts: di
   return final
 
 
+def _read_json_or_none(path: str) -> Optional[dict]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def _print_summary(workdir: str, final: dict, task: tasks.Task) -> None:
   """The end-of-run block (`run_report.summary_text`), from final_metrics.json's numbers."""
-  try:
-    with open(os.path.join(workdir, RUN_INFO_FILE)) as f:
-      run_info = json.load(f)
-  except (OSError, ValueError):
-    run_info = None
+  run_info = _read_json_or_none(os.path.join(workdir, RUN_INFO_FILE))
   print(run_report.summary_text(final, workdir, run_info, task.headline), flush=True)
 
 
@@ -557,7 +562,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       _warn_if_config_changed(workdir, config)
       with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
-      metrics_lib.write_json(os.path.join(workdir, RUN_INFO_FILE), {
+      run_info_path = os.path.join(workdir, RUN_INFO_FILE)
+      starts = provenance.starts_of_run(_read_json_or_none(run_info_path), start_step,
+                                        jax.devices())
+      metrics_lib.write_json(run_info_path, {
           'task': task.name,
           **counts,
           'num_classes': num_classes,
@@ -566,6 +574,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
           'process_count': process_count,
           'steps_per_epoch': steps_per_epoch,
           'total_steps': total_steps,
+          'starts': starts,
       })
     dropout_rng = jax.random.wrap_key_data(base_rng_data)
     wall_time = lambda: previous_wall_time + time.time() - start_time
