@@ -285,6 +285,7 @@ def test_ctrl_c_stops_runs_with_sigterm_so_they_save_and_the_next_launch_resumes
   driver = tmp_path / 'driver.py'
   driver.write_text(textwrap.dedent(f'''\
       import faulthandler, shlex, signal, sys
+      sys.path.insert(0, '{REPO_ROOT}')  # a script's sys.path has its own folder, not the cwd
       from launch import local
       faulthandler.register(signal.SIGUSR1)  # prints its stack if the test finds it hung
       # Ctrl-C as at a terminal: a test run started as a background job (`cmd &` in a shell
