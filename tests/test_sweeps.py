@@ -170,3 +170,14 @@ def test_every_cpu_fig5_run_trains_on_the_same_budget():
               overrides['train.eval_every_steps'])
              for _, overrides in manifest.expand_sweep(module.SWEEPS['fig5'], 'fig5')}
   assert budgets == {(7200, 32, 600)}
+
+
+def test_the_cpu_ablations_and_the_expansion_study_share_one_budget():
+  # Figure 6a, 6b and the expansion study train the same network; on 2,400 steps
+  # each had variants still learning (results/cpu/PROTOCOL.md section 5).
+  module = manifest.load_config_module(str(REPO_ROOT / 'configs/default.py'))
+  budgets = {(overrides['train.num_steps'], overrides['data.batch_size'],
+              overrides['train.eval_every_steps'], overrides['train.checkpoint_every_steps'])
+             for sweep in ('fig6a', 'fig6b', 'expansion')
+             for _, overrides in manifest.expand_sweep(module.SWEEPS[sweep], sweep)}
+  assert budgets == {(4800, 64, 400, 800)}
